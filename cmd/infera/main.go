@@ -1,18 +1,19 @@
+// Command infera runs AI model inference services the serverless way on one machine, from
+// Knative Service manifests. See the README and `infera --help`.
 package main
 
 import (
-	_ "github.com/spf13/cobra"
-	_ "go.etcd.io/bbolt"
-	_ "go.yaml.in/yaml/v3"
-	_ "k8s.io/api/core/v1"
-	_ "knative.dev/pkg/apis"
-	_ "knative.dev/serving/pkg/apis/serving/v1"
-	_ "knative.dev/serving/pkg/autoscaler/scaling"
-	_ "knative.dev/serving/pkg/autoscaler/aggregation"
-	_ "github.com/robfig/cron/v3"
-	_ "golang.org/x/sync/errgroup"
-	_ "github.com/prometheus/client_golang/prometheus"
-	_ "github.com/prometheus/common/expfmt"
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/infera-dev/infera/internal/cli"
 )
 
-func main() {}
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli.Main(ctx, os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr})
+	stop()
+	os.Exit(code)
+}
