@@ -127,7 +127,7 @@ func decodeDocument(raw rawDoc) (*Document, Problems) {
 	}
 	doc.Group = info.group
 
-	d := &strictDecoder{file: raw.pos.File, object: doc.ID(), budget: aliasBudget(raw.root)}
+	d := &strictDecoder{file: raw.pos.File, object: doc.ID(), budget: aliasBudget(raw.root), secret: kind == "Secret"}
 	obj := info.new()
 	value, ok := d.decode(raw.root, derefType(obj), "")
 	if !ok {

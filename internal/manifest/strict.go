@@ -26,6 +26,7 @@ type strictDecoder struct {
 	over    bool
 	probs   Problems
 	lenient bool // inside a map[string]string: scalars that are not strings are accepted with a warning
+	secret  bool // the object is a Secret: messages never quote its values
 }
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
@@ -78,7 +79,7 @@ func (d *strictDecoder) decode(n *yaml.Node, t reflect.Type, path string) (any, 
 		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool" {
 			return n.Value == "true" || n.Value == "True" || n.Value == "TRUE", true
 		}
-		d.problem(n, Error, path, "expected true or false, got %s", describe(n))
+		d.problem(n, Error, path, "expected true or false, got %s", d.describe(n))
 		return nil, false
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
@@ -90,10 +91,10 @@ func (d *strictDecoder) decode(n *yaml.Node, t reflect.Type, path string) (any, 
 				return json.Number(strconv.FormatFloat(f, 'g', -1, 64)), true
 			}
 		}
-		d.problem(n, Error, path, "expected a number, got %s", describe(n))
+		d.problem(n, Error, path, "expected a number, got %s", d.describe(n))
 		return nil, false
 	}
-	d.problem(n, Error, path, "cannot decode %s into %s", describe(n), t)
+	d.problem(n, Error, path, "cannot decode %s into %s", d.describe(n), t)
 	return nil, false
 }
 
@@ -108,7 +109,7 @@ func (d *strictDecoder) custom(n *yaml.Node, t reflect.Type, path string) (any, 
 		return nil, false
 	}
 	if err := reflect.New(t).Interface().(json.Unmarshaler).UnmarshalJSON(raw); err != nil {
-		d.problem(n, Error, path, "invalid value %s: %s", describe(n), cleanJSONError(err))
+		d.problem(n, Error, path, "invalid value %s: %s", d.describe(n), cleanJSONError(err))
 		return nil, false
 	}
 	return v, true
@@ -116,7 +117,7 @@ func (d *strictDecoder) custom(n *yaml.Node, t reflect.Type, path string) (any, 
 
 func (d *strictDecoder) structValue(n *yaml.Node, t reflect.Type, path string) (any, bool) {
 	if n.Kind != yaml.MappingNode {
-		d.problem(n, Error, path, "expected an object, got %s", describe(n))
+		d.problem(n, Error, path, "expected an object, got %s", d.describe(n))
 		return nil, false
 	}
 	fields := fieldsOf(t)
@@ -142,7 +143,7 @@ func (d *strictDecoder) structValue(n *yaml.Node, t reflect.Type, path string) (
 
 func (d *strictDecoder) mapValue(n *yaml.Node, t reflect.Type, path string) (any, bool) {
 	if n.Kind != yaml.MappingNode {
-		d.problem(n, Error, path, "expected a map, got %s", describe(n))
+		d.problem(n, Error, path, "expected a map, got %s", d.describe(n))
 		return nil, false
 	}
 	if t.Key().Kind() != reflect.String {
@@ -162,20 +163,20 @@ func (d *strictDecoder) mapValue(n *yaml.Node, t reflect.Type, path string) (any
 	return out, ok
 }
 
-// entries calls fn for each key of a mapping, reporting non-string and duplicate keys and
-// expanding merge keys (<<).
+// entries calls fn for each key of a mapping, reporting non-string and duplicate keys. Merge
+// keys (<<) are expanded as YAML specifies: keys written in the mapping override merged ones,
+// and earlier merge sources override later ones.
 func (d *strictDecoder) entries(n *yaml.Node, path string, fn func(k, v *yaml.Node, key string)) {
 	seen := make(map[string]int, len(n.Content)/2)
+	var merges []*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := deref(n.Content[i]), n.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
-			for _, m := range mergeSources(deref(v)) {
-				d.entries(m, path, fn)
-			}
+			merges = append(merges, mergeSources(deref(v))...)
 			continue
 		}
 		if k.Kind != yaml.ScalarNode {
-			d.problem(k, Error, path, "map keys must be strings, got %s", describe(k))
+			d.problem(k, Error, path, "map keys must be strings, got %s", d.describe(k))
 			continue
 		}
 		if line, dup := seen[k.Value]; dup {
@@ -184,6 +185,17 @@ func (d *strictDecoder) entries(n *yaml.Node, path string, fn func(k, v *yaml.No
 		}
 		seen[k.Value] = k.Line
 		fn(k, v, k.Value)
+	}
+	for _, m := range merges {
+		if d.over {
+			return
+		}
+		d.entries(m, path, func(k, v *yaml.Node, key string) {
+			if _, overridden := seen[key]; !overridden {
+				seen[key] = k.Line
+				fn(k, v, key)
+			}
+		})
 	}
 }
 
@@ -205,7 +217,7 @@ func mergeSources(v *yaml.Node) []*yaml.Node {
 
 func (d *strictDecoder) sliceValue(n *yaml.Node, t reflect.Type, path string) (any, bool) {
 	if n.Kind != yaml.SequenceNode {
-		d.problem(n, Error, path, "expected a list, got %s", describe(n))
+		d.problem(n, Error, path, "expected a list, got %s", d.describe(n))
 		return nil, false
 	}
 	lenient := d.lenient
@@ -223,7 +235,7 @@ func (d *strictDecoder) sliceValue(n *yaml.Node, t reflect.Type, path string) (a
 
 func (d *strictDecoder) bytesValue(n *yaml.Node, path string) (any, bool) {
 	if n.Kind != yaml.ScalarNode {
-		d.problem(n, Error, path, "expected base64 data, got %s", describe(n))
+		d.problem(n, Error, path, "expected base64 data, got %s", d.describe(n))
 		return nil, false
 	}
 	if _, err := base64.StdEncoding.DecodeString(n.Value); err != nil {
@@ -235,15 +247,15 @@ func (d *strictDecoder) bytesValue(n *yaml.Node, path string) (any, bool) {
 
 func (d *strictDecoder) stringValue(n *yaml.Node, path string) (any, bool) {
 	if n.Kind != yaml.ScalarNode {
-		d.problem(n, Error, path, "expected a string, got %s", describe(n))
+		d.problem(n, Error, path, "expected a string, got %s", d.describe(n))
 		return nil, false
 	}
 	if tag := n.ShortTag(); tag != "!!str" && tag != "!!binary" && tag != "!!timestamp" {
 		if d.lenient {
-			d.problem(n, Warning, path, "value %s is not a string (YAML reads it as %s): accepted as %q; kubectl rejects it, so quote it", n.Value, tagName(tag), n.Value)
+			d.problem(n, Warning, path, "%s is not a string: accepted as a string; kubectl rejects it, so quote it", d.describe(n))
 			return n.Value, true
 		}
-		d.problem(n, Error, path, "expected a string, got %s (quote it)", describe(n))
+		d.problem(n, Error, path, "expected a string, got %s (quote it)", d.describe(n))
 		return nil, false
 	}
 	return n.Value, true
@@ -251,7 +263,7 @@ func (d *strictDecoder) stringValue(n *yaml.Node, path string) (any, bool) {
 
 func (d *strictDecoder) intValue(n *yaml.Node, t reflect.Type, path string) (any, bool) {
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-		d.problem(n, Error, path, "expected an integer, got %s", describe(n))
+		d.problem(n, Error, path, "expected an integer, got %s", d.describe(n))
 		return nil, false
 	}
 	v := reflect.New(t).Elem()
@@ -259,14 +271,14 @@ func (d *strictDecoder) intValue(n *yaml.Node, t reflect.Type, path string) (any
 	if t.Kind() >= reflect.Uint && t.Kind() <= reflect.Uint64 {
 		u, err := strconv.ParseUint(s, 0, t.Bits())
 		if err != nil {
-			d.problem(n, Error, path, "integer %s out of range for %s", n.Value, t.Kind())
+			d.problem(n, Error, path, "integer %s out of range for %s", d.describe(n), t.Kind())
 			return nil, false
 		}
 		v.SetUint(u)
 	} else {
 		i, err := strconv.ParseInt(s, 0, t.Bits())
 		if err != nil {
-			d.problem(n, Error, path, "integer %s out of range for %s", n.Value, t.Kind())
+			d.problem(n, Error, path, "integer %s out of range for %s", d.describe(n), t.Kind())
 			return nil, false
 		}
 		v.SetInt(i)
@@ -316,11 +328,11 @@ func (d *strictDecoder) generic(n *yaml.Node, path string) (any, bool) {
 				if i, ierr := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64); ierr == nil {
 					return json.Number(strconv.FormatInt(i, 10)), true
 				}
-				d.problem(n, Error, path, "invalid number %s", n.Value)
+				d.problem(n, Error, path, "invalid number: %s", d.describe(n))
 				return nil, false
 			}
 			if math.IsInf(f, 0) || math.IsNaN(f) {
-				d.problem(n, Error, path, "number %s cannot be represented in JSON", n.Value)
+				d.problem(n, Error, path, "%s cannot be represented in JSON", d.describe(n))
 				return nil, false
 			}
 			if n.ShortTag() == "!!int" {
@@ -332,6 +344,14 @@ func (d *strictDecoder) generic(n *yaml.Node, path string) (any, bool) {
 	}
 	d.problem(n, Error, path, "unsupported YAML node")
 	return nil, false
+}
+
+// describe names a node for a message; a Secret's values are never quoted.
+func (d *strictDecoder) describe(n *yaml.Node) string {
+	if d.secret && n.Kind == yaml.ScalarNode {
+		return "a " + tagName(n.ShortTag()) + " value"
+	}
+	return describe(n)
 }
 
 func isNull(n *yaml.Node) bool {
