@@ -21,7 +21,9 @@ func newIndex(input, applied []*Document) index {
 	ix := index{}
 	for _, docs := range [][]*Document{applied, input} {
 		for _, d := range docs {
-			if d.Object != nil {
+			// Documents that did not decode still exist for references to them; their own
+			// errors are reported where they are.
+			if prev := ix[d.key()]; prev == nil || d.Object != nil {
 				ix[d.key()] = d
 			}
 		}
@@ -75,6 +77,9 @@ func (rc *refChecker) secretKey(name, key, path string, optional bool) {
 		rc.add(apis.ErrGeneric(fmt.Sprintf("secret %q not found in namespace %q", name, rc.doc.Namespace), path))
 		return
 	}
+	if d.Object == nil {
+		return
+	}
 	if key != "" && !hasKey(d.Object.(*corev1.Secret), key) {
 		rc.add(apis.ErrGeneric(fmt.Sprintf("secret %q has no key %q (it has: %s)", name, key, strings.Join(secretKeys(d.Object.(*corev1.Secret)), ", ")), path))
 	}
@@ -97,6 +102,9 @@ func (rc *refChecker) configMapKey(name, key, path string, optional bool) {
 	d := rc.ix.get("", "ConfigMap", rc.doc.Namespace, name)
 	if d == nil {
 		rc.add(apis.ErrGeneric(fmt.Sprintf("configmap %q not found in namespace %q", name, rc.doc.Namespace), path))
+		return
+	}
+	if d.Object == nil {
 		return
 	}
 	cm := d.Object.(*corev1.ConfigMap)

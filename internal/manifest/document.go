@@ -29,8 +29,11 @@ type Document struct {
 
 // ID names the document as messages do: "Service default/sd-backend".
 func (d *Document) ID() string {
-	if d.Name == "" {
+	switch {
+	case d.Name == "":
 		return d.Kind
+	case d.Namespace == "":
+		return d.Kind + " " + d.Name
 	}
 	return fmt.Sprintf("%s %s/%s", d.Kind, d.Namespace, d.Name)
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/apis"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 )
@@ -17,6 +18,7 @@ type kindInfo struct {
 	group, version, kind string
 	new                  func() any
 	validate             func(ctx context.Context, obj any) *apis.FieldError
+	clusterScoped        bool // no namespace, like ECI's ImageCache
 }
 
 func (k kindInfo) apiVersion() string {
@@ -35,16 +37,20 @@ type selfValidating interface {
 func validateSelf(_ context.Context, obj any) *apis.FieldError {
 	v := obj.(selfValidating)
 	v.SetDefaults()
-	return v.Validate()
+	fe := v.Validate()
+	if m, ok := obj.(metav1.Object); ok && m.GetName() == "" {
+		fe = fe.Also(apis.ErrMissingField("metadata.name"))
+	}
+	return fe
 }
 
 // The kinds infera accepts; anything else is an error naming the nearest known kind.
-var kinds = []kindInfo{
-	{"serving.knative.dev", "v1", "Service", func() any { return &servingv1.Service{} }, validateService},
-	{"", "v1", "Secret", func() any { return &corev1.Secret{} }, validateSecret},
-	{"", "v1", "ConfigMap", func() any { return &corev1.ConfigMap{} }, validateConfigMap},
-	{"", "v1", "PersistentVolumeClaim", func() any { return &corev1.PersistentVolumeClaim{} }, validatePVC},
-}
+var kinds = append([]kindInfo{
+	{"serving.knative.dev", "v1", "Service", func() any { return &servingv1.Service{} }, validateService, false},
+	{"", "v1", "Secret", func() any { return &corev1.Secret{} }, validateSecret, false},
+	{"", "v1", "ConfigMap", func() any { return &corev1.ConfigMap{} }, validateConfigMap, false},
+	{"", "v1", "PersistentVolumeClaim", func() any { return &corev1.PersistentVolumeClaim{} }, validatePVC, false},
+}, extKinds()...)
 
 // findKind looks a document's apiVersion and kind up. The error message says what is known.
 func findKind(apiVersion, kind string) (kindInfo, string) {

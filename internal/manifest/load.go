@@ -126,6 +126,9 @@ func decodeDocument(raw rawDoc) (*Document, Problems) {
 		return nil, Problems{{Pos: at(kindNode), Object: doc.ID(), Path: "kind", Message: msg}}
 	}
 	doc.Group = info.group
+	if info.clusterScoped {
+		doc.Namespace = ""
+	}
 
 	d := &strictDecoder{file: raw.pos.File, object: doc.ID(), budget: aliasBudget(raw.root), secret: kind == "Secret"}
 	obj := info.new()
@@ -140,7 +143,7 @@ func decodeDocument(raw rawDoc) (*Document, Problems) {
 	if err != nil {
 		return doc, append(d.probs, Problem{Pos: raw.pos, Object: doc.ID(), Message: fmt.Sprintf("cannot decode: %v", err)})
 	}
-	if m, ok := obj.(metav1.Object); ok && m.GetNamespace() == "" {
+	if m, ok := obj.(metav1.Object); ok && m.GetNamespace() == "" && !info.clusterScoped {
 		m.SetNamespace(DefaultNamespace)
 	}
 	doc.Object = obj
