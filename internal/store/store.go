@@ -233,17 +233,19 @@ func corruptError(path string, cause error) error {
 //
 // bbolt may panic, or fault on a page of the mapping beyond the end of a
 // truncated file, while it reads the meta and freelist pages; both are
-// recovered here. The file is closed on that path (releasing the lock), but
-// bbolt's mapping of it cannot be reached and leaks.
+// recovered here. bbolt's mapping of the file cannot be reached on that path
+// and leaks; it keeps the open file alive, so the lock is released
+// explicitly before the file is closed.
 func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
 	var file *os.File
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			if file != nil {
+				unlock(file)
 				_ = file.Close()
 			}
-			db, err = nil, corruptError(path, fmt.Errorf("bbolt: %v", r))
+			db, err = nil, corruptError(path, panicError(r))
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
@@ -268,23 +270,37 @@ func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
 	}
 }
 
+// panicError describes a panic recovered from bbolt. A memory fault (with
+// debug.SetPanicOnFault) means a read past the end of the mapped file.
+func panicError(r any) error {
+	if _, fault := r.(interface{ Addr() uintptr }); fault {
+		return errors.New("truncated: bbolt read past the end of the file")
+	}
+	return fmt.Errorf("bbolt: %v", r)
+}
+
 // prepare checks an opened file and initializes a new one; it returns the
 // stored revision.
 func prepare(db *bolt.DB, path string) (rev uint64, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			rev, err = 0, corruptError(path, fmt.Errorf("bbolt: %v", r))
+			rev, err = 0, corruptError(path, panicError(r))
 		}
 	}()
 	fresh := false
 	err = db.View(func(tx *bolt.Tx) error {
-		if err := checkFile(tx, path); err != nil {
+		if err := checkSize(tx, path); err != nil {
 			return err
 		}
+		// Walk our buckets here first, where a fault on a wild page
+		// pointer is recovered; bbolt's Check then reads the same pages
+		// on a goroutine of its own, where it would not be.
 		var err error
-		rev, fresh, err = checkContents(tx)
-		return err
+		if rev, fresh, err = checkContents(tx); err != nil {
+			return err
+		}
+		return checkPages(tx, path)
 	})
 	var fe *fileError
 	switch {
@@ -314,16 +330,22 @@ func prepare(db *bolt.DB, path string) (rev uint64, err error) {
 	return 0, nil
 }
 
-// checkFile runs bbolt's page-level checks.
-func checkFile(tx *bolt.Tx, path string) error {
+// checkSize compares the file with its page high-water mark: pages past the
+// end of a truncated file would fault when read.
+func checkSize(tx *bolt.Tx, path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return fmt.Errorf("store: open %s: %w", path, err)
 	}
-	// Pages past the end of a truncated file would fault when read.
 	if tx.Size() > fi.Size() {
-		return corruptError(path, fmt.Errorf("file is %d bytes, its pages need %d: truncated", fi.Size(), tx.Size()))
+		return corruptError(path, fmt.Errorf("truncated: the file is %d bytes, its pages need %d", fi.Size(), tx.Size()))
 	}
+	return nil
+}
+
+// checkPages runs bbolt's consistency check: every page reachable or free,
+// exactly once, and the keys of every page in order.
+func checkPages(tx *bolt.Tx, path string) error {
 	var errs []error
 	for err := range tx.Check() { // drain: Check's goroutine exits when done
 		if len(errs) < 3 {
