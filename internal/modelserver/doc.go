@@ -1,0 +1,66 @@
+// Package modelserver is infera's reference model server: what
+// `infera model-server` runs, what the quickstart serves, and what the
+// platform's tests and benchmarks drive. It speaks the APIs real inference
+// servers speak (OpenAI's, like vLLM and Ollama, and KServe's v2 open
+// inference protocol, like Triton) and loads and runs a model the way they
+// do, but the model is synthetic, because nothing can be downloaded where
+// infera is built and tested.
+//
+// # The synthetic model
+//
+// Init writes a model directory from a size and a seed, deterministically:
+//
+//	model.safetensors  real safetensors: an embedding [vocab, hidden], layers
+//	                   [hidden, hidden] and an output projection [hidden, vocab],
+//	                   all F32, together within 1% of the size asked for
+//	config.json        Hugging Face style: shape, name, "synthetic": true, and
+//	                   the size and sha256 of the weights
+//	tokenizer.json     a Hugging Face WordLevel tokenizer of 512 tokens: three
+//	                   special ones, punctuation and common English words
+//
+// The weights are pseudo-random numbers, not a trained model; Info.Note says
+// so wherever a model is described. Files are written under temporary names
+// and renamed, config.json last, so an interrupted Init leaves nothing that
+// loads.
+//
+// # Real work
+//
+// Load memory-maps the weights read-only (the page cache holds one copy for
+// every server of the model), checks the header strictly against the file
+// and config.json, and reads every page once, so load time grows with size.
+// Config.Verify also hashes the file. Every generated token then does what
+// a decoding step of an LLM does: a matrix-vector product through every
+// layer and the output projection, reading every weight once. Decoding is
+// memory-bound, and latency per token grows with the model's size. The next
+// token is the argmax of the logits plus a bias derived from the prompt's
+// hash, so different prompts give different (meaningless) text, and the same
+// prompt the same text.
+//
+// # Serving
+//
+// Run serves one model on one address:
+//
+//	GET  /health                          200 once loaded; 503 loading or draining
+//	GET  /v1/models, /v1/models/{m}       OpenAI model list and model
+//	POST /v1/completions                  OpenAI completions, stream or not
+//	POST /v1/chat/completions             OpenAI chat completions, stream or not
+//	GET  /v2, /v2/health/live, /v2/health/ready
+//	GET  /v2/models/{m}[/versions/1][/ready]
+//	POST /v2/models/{m}[/versions/1]/infer   KServe v2 (see kserve.go for the tensors)
+//
+// Config.Parallelism requests generate at once; the rest wait in a FIFO
+// queue, leaving it if their client goes away. A streamed response flushes
+// one server-sent event per token and generation stops when the client
+// disconnects.
+//
+// # Lifecycle
+//
+//	        listen           model loaded            ctx done             in flight done
+//	start ─────────▶ loading ─────────────▶ ready ──────────▶ draining ─────────────────▶ stopped
+//	                 /health 503            200               503, requests still served
+//	                                                          (cut off after DrainTimeout)
+//
+// Draining is Knative's shutdown: report not ready at once, finish what is
+// in flight, then stop. The weights are unmapped only once no request uses
+// them.
+package modelserver
