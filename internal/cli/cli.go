@@ -85,8 +85,8 @@ request logs and Prometheus metrics. The same manifests deploy to Knative on Kub
 		notYet("get", "List services, revisions, replicas or datasets of a running infera up", 3, "the serving path"),
 		notYet("describe", "Show one object of a running infera up with its status and events", 3, "the serving path"),
 		notYet("logs", "Print the logs of a service's replicas", 3, "the serving path"),
-		notYet("model-server", "Run infera's reference model server (synthetic weights)", 3, "the serving path"),
-		notYet("simulate", "Replay a request trace through the autoscaler for what-if tuning", 4, "the KPA autoscaler"),
+		newModelServer(stdio),
+		newSimulate(stdio),
 		notYet("render", "Render manifests as Kubernetes objects for Knative and Fluid", 0, "deploying to a cluster"),
 		notYet("deploy", "Apply manifests to a Kubernetes cluster with Knative and Fluid", 0, "deploying to a cluster"),
 	)
