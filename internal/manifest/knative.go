@@ -180,3 +180,32 @@ func validateService(ctx context.Context, obj any) *apis.FieldError {
 	s.SetDefaults(ctx)
 	return s.Validate(ctx)
 }
+
+// DefaultDomain is infera's domain when config-domain names none, so that
+// http://NAME.default.localhost:8080 resolves to loopback in curl and browsers.
+const DefaultDomain = "localhost"
+
+// Domain is the domain services are served under: the config-domain key whose selector is
+// empty (Knative's default domain), else DefaultDomain.
+func (kc *KnativeConfig) Domain() string {
+	if kc == nil {
+		return DefaultDomain
+	}
+	best := ""
+	for domain, selector := range kc.Maps[ConfigDomain] {
+		if strings.TrimSpace(selector) == "" && (best == "" || domain < best) {
+			best = domain
+		}
+	}
+	if best == "" {
+		return DefaultDomain
+	}
+	return best
+}
+
+// KnativeOf is the Knative configuration in effect for a set of applied documents (problems in
+// their ConfigMaps were reported when they were applied).
+func KnativeOf(applied []*Document) *KnativeConfig {
+	kc, _ := knativeConfig(knativeConfigMaps(applied, nil))
+	return kc
+}
