@@ -27,7 +27,8 @@
 //
 // Load memory-maps the weights read-only (the page cache holds one copy for
 // every server of the model), checks the header strictly against the file
-// and config.json, and reads every page once, so load time grows with size.
+// and config.json, and reads every weight once, rejecting any that is not
+// finite, so load time grows with size.
 // Config.Verify also hashes the file. Every generated token then does what
 // a decoding step of an LLM does: a matrix-vector product through every
 // layer and the output projection, reading every weight once. Decoding is

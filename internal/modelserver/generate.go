@@ -48,6 +48,9 @@ func (s *server) generate(r *http.Request, m *Model, j job, e emitter) ([]result
 		waiting = func() { f(r) }
 	}
 	if err := s.gate.acquire(ctx, waiting); err != nil {
+		if f := s.hooks.gaveUp; f != nil {
+			f(r, err)
+		}
 		return nil, err
 	}
 	defer s.gate.release()

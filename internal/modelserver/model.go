@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"unsafe"
@@ -29,15 +30,14 @@ type Model struct {
 	layers [][]float32 // each [hidden][hidden], row-major
 	head   []float32   // [hidden][vocab]
 
-	touched byte // what scan read, so the reads stay
-
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// Load maps the model in dir, checks it, and reads every page of its weights
-// once, so that the time it takes grows with the model's size as a real
-// server's does. It does not hash the weights; Verify does.
+// Load maps the model in dir, checks it, and reads every weight once
+// (rejecting NaN and ±Inf), so that the time it takes grows with the
+// model's size as a real server's does. It does not hash the weights;
+// Verify does.
 func Load(dir string) (*Model, error) {
 	return load(context.Background(), dir)
 }
@@ -114,7 +114,7 @@ func open(ctx context.Context, dir string) (_ *Model, err error) {
 	}
 	m.embed, m.layers, m.head = views[0], views[1:len(views)-1], views[len(views)-1]
 
-	if err := m.scan(ctx, nil); err != nil {
+	if err := m.check(ctx); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -161,9 +161,42 @@ func checkAgainstConfig(h header, cfg modelConfig, size int64) error {
 	return nil
 }
 
-// scan reads the mapped file front to back: every page once when sum is
-// nil, every byte into sum otherwise. A fault (the file was truncated under
-// the mapping) becomes an error instead of a crash.
+// check reads every weight once, as a real server does when it copies its
+// weights to the device, and rejects any that is not finite (NaN or ±Inf):
+// Init writes none, and one would poison every logit after it. A fault (the
+// file was truncated under the mapping) becomes an error instead of a crash.
+func (m *Model) check(ctx context.Context) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: fault reading the mapped file (changed on disk?): %v", ErrInvalidModel, m.info.Weights, r)
+		}
+	}()
+	const chunk = 4 << 20 // values between checks of ctx
+	for t, w := range m.tensors() {
+		bits := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(w))), len(w))
+		for off := 0; off < len(bits); off += chunk {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			for i, b := range bits[off:min(off+chunk, len(bits))] {
+				if b&0x7f800000 == 0x7f800000 { // exponent all ones: NaN or ±Inf
+					return fmt.Errorf("%w: %s: tensor %q: value %d is %v", ErrInvalidModel, m.info.Weights,
+						m.info.Tensors[t].Name, off+i, math.Float32frombits(b))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// tensors returns the weights in file order, as m.info.Tensors lists them.
+func (m *Model) tensors() [][]float32 {
+	return slices.Concat([][]float32{m.embed}, m.layers, [][]float32{m.head})
+}
+
+// scan feeds the mapped file front to back to sum, turning a fault into an
+// error as check does.
 func (m *Model) scan(ctx context.Context, sum func([]byte)) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
@@ -172,23 +205,11 @@ func (m *Model) scan(ctx context.Context, sum func([]byte)) (err error) {
 		}
 	}()
 	const chunk = 16 << 20
-	page := os.Getpagesize()
-	var touched byte
 	for off := 0; off < len(m.file); off += chunk {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		b := m.file[off:min(off+chunk, len(m.file))]
-		if sum != nil {
-			sum(b)
-			continue
-		}
-		for i := 0; i < len(b); i += page {
-			touched += b[i]
-		}
-	}
-	if sum == nil {
-		m.touched = touched // keeps the reads
+		sum(m.file[off:min(off+chunk, len(m.file))])
 	}
 	return nil
 }

@@ -71,6 +71,7 @@ func (c Config) withDefaults() (Config, error) {
 type hooks struct {
 	listening func(addr string)                                // listening, before the model loads
 	queued    func(r *http.Request)                            // r waits for a slot
+	gaveUp    func(r *http.Request, err error)                 // r left the queue without a slot
 	acquired  func(r *http.Request)                            // r holds a slot
 	token     func(r *http.Request, i int)                     // r is about to generate token i
 	finished  func(r *http.Request, reason string, tokens int) // a prompt of r is done
@@ -120,7 +121,9 @@ func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return base },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// http.Server logs accept errors and handler panics here: bugs an
+		// operator must see.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError),
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -231,7 +234,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /health", s.handleHealth)
 
 	mux.HandleFunc("GET /v1/models", s.handleModels)
-	mux.HandleFunc("GET /v1/models/{model}", s.handleModel)
+	mux.HandleFunc("GET /v1/models/{model...}", s.handleModel) // names like org/model
 	mux.HandleFunc("POST /v1/completions", s.handleCompletions)
 	mux.HandleFunc("POST /v1/chat/completions", s.handleChatCompletions)
 
@@ -358,6 +361,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func statusOf(err error) *httpError {
 	var he *httpError
 	switch {
+	case err == nil:
+		return nil
 	case errors.As(err, &he):
 		return he
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, errClientGone):
