@@ -83,7 +83,7 @@ flight (for at most --drain-timeout), and exits 0.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "model-dir", "", "model directory written by `infera model-server init` (required)")
+	f.StringVar(&dir, "model-dir", "", "model directory written by \"infera model-server init\" (required)")
 	f.IntVar(&port, "port", 8080, "port to listen on; overrides $PORT")
 	f.StringVar(&name, "name", "", "served model name (default: the name in config.json)")
 	f.IntVar(&parallelism, "parallelism", 1, "requests that generate at once; more wait in FIFO order")

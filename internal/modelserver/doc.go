@@ -28,14 +28,14 @@
 // Load memory-maps the weights read-only (the page cache holds one copy for
 // every server of the model), checks the header strictly against the file
 // and config.json, and reads every weight once, rejecting any that is not
-// finite, so load time grows with size.
-// Config.Verify also hashes the file. Every generated token then does what
-// a decoding step of an LLM does: a matrix-vector product through every
-// layer and the output projection, reading every weight once. Decoding is
-// memory-bound, and latency per token grows with the model's size. The next
-// token is the argmax of the logits plus a bias derived from the prompt's
-// hash, so different prompts give different (meaningless) text, and the same
-// prompt the same text.
+// finite, so load time grows with size. Config.Verify also hashes the
+// file. Every generated token then does what a decoding step of an LLM
+// does: a matrix-vector product through every layer and the output
+// projection, reading every weight once. Decoding is memory-bound, and
+// latency per token grows with the model's size. The next token is sampled
+// from the logits plus a bias, with the prompt's hash as the seed
+// (Gumbel-max), so different prompts give different (meaningless) text, and
+// the same prompt the same text, on every server of the model.
 //
 // # Serving
 //

@@ -287,6 +287,7 @@ type Sequence struct {
 	x, y      []float32 // hidden state, scratch
 	logits    []float32
 	bias      []float32 // derived from the prompt's hash
+	noise     rng       // seeded by the prompt's hash: Gumbel noise per token
 	recent    [8]int    // last tokens, penalised against repetition
 	prev      int
 	sinceStop int
@@ -308,6 +309,7 @@ func (m *Model) NewSequence(p Prompt) *Sequence {
 		s.recent[i] = -1
 	}
 	r := rng(p.hash)
+	s.noise = rng(mix(p.hash, 0x6e6f697365))
 	for i := range s.bias {
 		s.bias[i] = uniform(uint32(r.next()), 0.75) + 0.75
 	}
@@ -351,14 +353,17 @@ func (s *Sequence) Next() (id int, piece string) {
 	return tok, piece
 }
 
-// pick is argmax over the logits plus the prompt's bias, never a special
+// pick is argmax over the logits plus the prompt's bias plus Gumbel noise
+// (which makes it sampling at temperature 1, with the prompt as the seed,
+// so the same prompt gives the same text and the text does not settle into
+// a loop), never a special
 // token, not punctuation twice in a row nor first, not a recent token, and
 // a full stop ever more likely as a sentence grows.
 func (s *Sequence) pick() int {
 	voc := s.m.vocab
 	best, bestScore := len(specialTokens), float32(math.Inf(-1))
 	for v := len(specialTokens); v < len(s.logits); v++ {
-		score := s.logits[v] + s.bias[v]
+		score := s.logits[v] + s.bias[v] + gumbel(uint32(s.noise.next()))
 		if voc.punct[v] {
 			if s.prev < 0 || voc.punct[s.prev] {
 				continue
@@ -378,6 +383,12 @@ func (s *Sequence) pick() int {
 		}
 	}
 	return best
+}
+
+// gumbel maps 32 random bits to a standard Gumbel variate.
+func gumbel(bits uint32) float32 {
+	u := (float64(bits) + 0.5) / (1 << 32) // in (0, 1)
+	return float32(-math.Log(-math.Log(u)))
 }
 
 // forward runs x through every layer: x = rmsnorm(x + leaky(W x)).

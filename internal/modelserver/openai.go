@@ -13,7 +13,9 @@ import (
 // The OpenAI-compatible API: /v1/models, /v1/completions and
 // /v1/chat/completions, with and without streaming. Sampling parameters
 // (temperature, top_p, seed, penalties, logprobs, user, ...) are accepted
-// and ignored: decoding is deterministic. n must be 1 and echo false.
+// and ignored: decoding is deterministic, the prompt itself seeding the
+// sampler, so the same request gives the same text. n must be 1 and echo
+// false.
 
 type completionRequest struct {
 	Model         string          `json:"model"`

@@ -182,7 +182,7 @@ func (s *server) load(ctx context.Context) error {
 	s.created = time.Now().Unix()
 	elapsed := time.Since(start)
 	s.log.Info("model loaded", "model", s.name, "path", info.Weights, "bytes", info.Size,
-		"hidden", info.Hidden, "layers", info.Layers, "verified", s.cfg.Verify, "took", elapsed,
+		"hidden", info.Hidden, "layers", info.Layers, "verified", s.cfg.Verify, "took_s", elapsed.Seconds(),
 		"mib_per_s", float64(info.Size)/(1<<20)/elapsed.Seconds(), "note", "synthetic weights")
 	s.model.Store(m)
 	return nil
@@ -193,7 +193,7 @@ func (s *server) load(ctx context.Context) error {
 // uses it.
 func (s *server) shutdown(ctx context.Context, srv *http.Server, h http.Handler, cut context.CancelFunc) error {
 	s.draining.Store(true)
-	s.log.Info("model server draining", "timeout", s.cfg.DrainTimeout, "queued", s.gate.waiting())
+	s.log.Info("model server draining", "timeout_s", s.cfg.DrainTimeout.Seconds(), "queued", s.gate.waiting())
 	if f := s.hooks.draining; f != nil {
 		f(h)
 	}
