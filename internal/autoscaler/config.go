@@ -20,9 +20,11 @@ type ClusterConfig = autoscalerconfig.Config
 
 // Sentinel errors of NewConfig.
 var (
-	// ErrNotKPA: the revision's autoscaling class is not the KPA
-	// (kpa.autoscaling.knative.dev), which is the only one this package runs.
-	ErrNotKPA = errors.New("autoscaler: autoscaling class is not kpa.autoscaling.knative.dev")
+	// ErrNotKPA: the revision's autoscaling class is not the KPA. infera
+	// implements only Knative's KPA (kpa.autoscaling.knative.dev); the HPA
+	// class (hpa.autoscaling.knative.dev, CPU or memory through a Kubernetes
+	// HorizontalPodAutoscaler) is not implemented.
+	ErrNotKPA = errors.New("autoscaler: infera implements only the KPA (autoscaling.knative.dev/class: kpa.autoscaling.knative.dev)")
 	// ErrInvalidAnnotations: an autoscaling annotation fails Knative's
 	// validation (the webhook's rules).
 	ErrInvalidAnnotations = errors.New("autoscaler: invalid autoscaling annotations")
@@ -95,7 +97,7 @@ func NewConfig(cc *ClusterConfig, rev RevisionParams) (Config, error) {
 	}
 	pa := podAutoscaler(cc, rev)
 	if pa.Class() != autoscaling.KPA {
-		return Config{}, fmt.Errorf("%w: %q", ErrNotKPA, pa.Class())
+		return Config{}, fmt.Errorf("%w: class %q is not implemented", ErrNotKPA, pa.Class())
 	}
 
 	stableWindow := cc.StableWindow

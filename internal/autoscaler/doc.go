@@ -77,5 +77,5 @@
 // probe and no deployment patch: the gateway is always in the request path,
 // and ScaleDecision says what to apply. ScalerState.Reconcile documents each
 // difference. Buckets.ResizeWindow takes now where Knative reads the wall
-// clock, and Metrics keeps only the scaling metric's windows.
+// clock.
 package autoscaler

@@ -24,6 +24,8 @@ import (
 	autoscalingv1alpha1 "knative.dev/serving/pkg/apis/autoscaling/v1alpha1"
 	kmetrics "knative.dev/serving/pkg/autoscaler/metrics"
 	"knative.dev/serving/pkg/autoscaler/scaling"
+	kparesources "knative.dev/serving/pkg/reconciler/autoscaling/kpa/resources"
+	aresources "knative.dev/serving/pkg/reconciler/autoscaling/resources"
 )
 
 var testKey = types.NamespacedName{Namespace: "default", Name: "model-00001"}
@@ -86,7 +88,15 @@ func knativeSpec(s Spec) *scaling.DeciderSpec {
 // newKnative makes Knative's side and returns the time it was made at: its
 // autoscaler stamps an initial panic mode with time.Now(), so the series
 // starts there.
-func newKnative(t testing.TB, ms MetricSpec, spec Spec, ready int) (*knative, time.Time) {
+// kspec and km, when not nil, are Knative's own resolution of the revision
+// (MakeDecider, MakeMetric) to use instead of ours.
+func newKnative(t testing.TB, ms MetricSpec, spec Spec, ready int, kspec *scaling.DeciderSpec, km *autoscalingv1alpha1.Metric) (*knative, time.Time) {
+	if kspec == nil {
+		kspec = knativeSpec(spec)
+	}
+	if km == nil {
+		km = knativeMetric(ms)
+	}
 	factory := func(m *autoscalingv1alpha1.Metric, _ *zap.SugaredLogger) (kmetrics.StatsScraper, error) {
 		if m.Spec.ScrapeTarget == "" {
 			return nil, nil // as Knative's factory: nothing to scrape
@@ -98,7 +108,7 @@ func newKnative(t testing.TB, ms MetricSpec, spec Spec, ready int) (*knative, ti
 		pods:      &fakePodCounter{ready: ready},
 		panic:     ready > 1, // a new autoscaler starts in panic mode above one pod
 	}
-	if err := k.collector.CreateOrUpdate(knativeMetric(ms)); err != nil {
+	if err := k.collector.CreateOrUpdate(km); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { k.collector.Delete(testKey.Namespace, testKey.Name) })
@@ -106,7 +116,7 @@ func newKnative(t testing.TB, ms MetricSpec, spec Spec, ready int) (*knative, ti
 	k.logs, k.logger = logs, zap.New(core).Sugar()
 	t0 := time.Now()
 	k.scaler = scaling.New(attribute.NewSet(), noop.NewMeterProvider(),
-		testKey.Namespace, testKey.Name, k.collector, k.pods, knativeSpec(spec))
+		testKey.Namespace, testKey.Name, k.collector, k.pods, kspec)
 	return k, t0
 }
 
@@ -162,6 +172,9 @@ type scenario struct {
 	jitter bool
 	// updates: spec changes (and window resizes) during the run.
 	updates bool
+	// kspec and kmetric: Knative's side resolved by Knative (nil: from ours).
+	kspec   *scaling.DeciderSpec
+	kmetric *autoscalingv1alpha1.Metric
 }
 
 // coverage counts what the compared ticks went through.
@@ -184,7 +197,7 @@ func (sc scenario) run(t *testing.T, rng *rand.Rand, cov *coverage) {
 	// the same way on every run), at least 50 ms after t0, and no tick is
 	// within 10 ms after t0 plus a whole number of seconds: both see the
 	// same side of t0 + stable window.
-	k, t0 := newKnative(t, sc.metrics, sc.spec, sc.ready)
+	k, t0 := newKnative(t, sc.metrics, sc.spec, sc.ready, sc.kspec, sc.kmetric)
 	ours := NewDecider(sc.spec, sc.ready, t0)
 	start := time.Unix(t0.Unix()/2*2+2, 0)
 	if start.Sub(t0) < 50*time.Millisecond {
@@ -470,4 +483,44 @@ func TestDeciderMatchesKnativeRandom(t *testing.T) {
 		}
 	}
 	t.Logf("%d random runs, %v", runs, cov)
+}
+
+// TestDeciderMatchesKnativeAnnotations resolves the annotation spread (under
+// two config-autoscalers) with NewConfig on our side and with Knative's
+// MakeDecider and MakeMetric on Knative's, and runs every scripted load
+// through both.
+func TestDeciderMatchesKnativeAnnotations(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	var cov coverage
+	for _, cl := range clusterSpread[:2] {
+		cc, err := ParseClusterConfig(cl.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range annotationSpread {
+			rev := RevisionParams{Annotations: a.anns, ContainerConcurrency: a.cc, Reachable: true}
+			cfg, err := NewConfig(cc, rev)
+			if err != nil {
+				continue // initial-scale 0 under a cluster that refuses it
+			}
+			pa := knativePA(cc, rev)
+			kd := kparesources.MakeDecider(pa, cc).Spec
+			scrape := "model-00001-private"
+			if kd.TargetBurstCapacity == -1 {
+				scrape = "" // Knative's resolveScrapeTarget: the activator reports everything
+			}
+			km := aresources.MakeMetric(pa, scrape, cc)
+			for _, l := range scriptedLoads {
+				sc := scenario{
+					name: cl.name + "/" + a.name + "/" + l.name, metrics: cfg.Metrics, spec: cfg.Decider,
+					ready: rng.IntN(4), seconds: l.seconds, load: l.load, kspec: &kd, kmetric: km,
+				}
+				sc.run(t, rng, &cov)
+			}
+		}
+	}
+	t.Log(cov)
+	if cov.panicking == 0 || cov.zero == 0 || cov.activation == 0 || cov.delayed == 0 || cov.ebcNegative == 0 || cov.invalid == 0 {
+		t.Errorf("the spread missed a behaviour: %v", cov)
+	}
 }

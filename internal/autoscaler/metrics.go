@@ -45,13 +45,24 @@ type Observation struct {
 	NoData bool
 }
 
-// Metrics aggregates one revision's stats (Knative's metric collection for
-// one revision, without the scraping). Only the scaling metric is kept: it is
-// fixed by the revision's annotations, which do not change.
-type Metrics struct {
-	stable, panic Buckets
-	spec          MetricSpec
+// Load is both metrics' window averages at one tick, whichever one the
+// revision scales on (for metrics, the dashboard and infera simulate).
+type Load struct {
+	StableConcurrency, PanicConcurrency float64
+	StableRPS, PanicRPS                 float64
 }
+
+// Metrics aggregates one revision's stats (Knative's metric collection for
+// one revision, without the scraping). Like Knative's collector it keeps
+// both metrics, each over a stable and a panic window; the decider reads the
+// scaling metric, fixed by the revision's annotations.
+type Metrics struct {
+	concurrency, rps windows
+	spec             MetricSpec
+}
+
+// windows is one metric's stable and panic window.
+type windows struct{ stable, panic Buckets }
 
 // NewMetrics returns empty windows for spec.
 func NewMetrics(spec MetricSpec) *Metrics {
@@ -62,8 +73,18 @@ func NewMetrics(spec MetricSpec) *Metrics {
 
 func (m *Metrics) init(spec MetricSpec) {
 	m.spec = spec
-	m.stable.init(spec.Algorithm, spec.StableWindow)
-	m.panic.init(spec.Algorithm, spec.PanicWindow)
+	for _, w := range []*windows{&m.concurrency, &m.rps} {
+		w.stable.init(spec.Algorithm, spec.StableWindow)
+		w.panic.init(spec.Algorithm, spec.PanicWindow)
+	}
+}
+
+// scaling is the scaling metric's windows.
+func (m *Metrics) scaling() *windows {
+	if m.spec.Metric == RPS {
+		return &m.rps
+	}
+	return &m.concurrency
 }
 
 // Spec is the spec the windows follow.
@@ -72,39 +93,54 @@ func (m *Metrics) Spec() MetricSpec { return m.spec }
 // Record adds the stat of the second containing now. Several stats for the
 // same second add up, as Knative's collector does.
 func (m *Metrics) Record(now time.Time, s Stat) {
-	v := s.Concurrency
-	if m.spec.Metric == RPS {
-		v = s.Requests
-	}
-	m.stable.Record(now, v)
-	m.panic.Record(now, v)
+	m.concurrency.stable.Record(now, s.Concurrency)
+	m.concurrency.panic.Record(now, s.Concurrency)
+	m.rps.stable.Record(now, s.Requests)
+	m.rps.panic.Record(now, s.Requests)
 }
 
-// Observe returns the window averages at now
+// Observe returns the scaling metric's window averages at now
 // (Knative's MetricClient.StableAndPanicConcurrency / StableAndPanicRPS).
 func (m *Metrics) Observe(now time.Time) Observation {
-	if m.spec.ReportNoData && m.stable.IsEmpty(now) {
+	w := m.scaling()
+	if m.spec.ReportNoData && w.stable.IsEmpty(now) {
 		return Observation{NoData: true}
 	}
-	return Observation{Stable: m.stable.WindowAverage(now), Panic: m.panic.WindowAverage(now)}
+	return Observation{Stable: w.stable.WindowAverage(now), Panic: w.panic.WindowAverage(now)}
+}
+
+// Load returns both metrics' window averages at now, whether or not there
+// is data (no data reads as zero).
+func (m *Metrics) Load(now time.Time) Load {
+	return Load{
+		StableConcurrency: m.concurrency.stable.WindowAverage(now),
+		PanicConcurrency:  m.concurrency.panic.WindowAverage(now),
+		StableRPS:         m.rps.stable.WindowAverage(now),
+		PanicRPS:          m.rps.panic.WindowAverage(now),
+	}
 }
 
 // Update follows a new spec: the windows are resized as Knative's collector
-// does on a Metric update. The metric and the algorithm are taken from the
-// revision and do not change; a change of either starts the windows afresh.
+// does on a Metric update. Both metrics are kept, so a change of the scaling
+// metric loses nothing; the algorithm is taken from the revision and does not
+// change, and a change of it starts the windows afresh.
 func (m *Metrics) Update(now time.Time, spec MetricSpec) {
-	if spec.Metric != m.spec.Metric || spec.Algorithm != m.spec.Algorithm {
+	if spec.Algorithm != m.spec.Algorithm {
 		m.init(spec)
 		return
 	}
 	m.spec = spec
-	m.stable.ResizeWindow(now, spec.StableWindow)
-	m.panic.ResizeWindow(now, spec.PanicWindow)
+	for _, w := range []*windows{&m.concurrency, &m.rps} {
+		w.stable.ResizeWindow(now, spec.StableWindow)
+		w.panic.ResizeWindow(now, spec.PanicWindow)
+	}
 }
 
 // Release frees the windows' memory once they hold nothing (see
 // Buckets.Release).
 func (m *Metrics) Release(now time.Time) {
-	m.stable.Release(now)
-	m.panic.Release(now)
+	for _, w := range []*windows{&m.concurrency, &m.rps} {
+		w.stable.Release(now)
+		w.panic.Release(now)
+	}
 }

@@ -24,12 +24,15 @@ type Tick struct {
 	Changed bool
 	// Decision is what to do with the replicas.
 	Decision ScaleDecision
+	// Load is both metrics' window averages at the tick.
+	Load Load
 }
 
 // NewRevision starts autoscaling a revision created (or taken over) at now
 // with readyPods ready.
 func NewRevision(cfg Config, readyPods int, now time.Time) *Revision {
 	r := &Revision{spec: cfg.Scaler, status: NewDeciderStatus(cfg.Decider), scaler: NewScalerState(now)}
+	r.scaler.start(now, cfg.Scaler)
 	r.metrics.init(cfg.Metrics)
 	r.decider.init(cfg.Decider, readyPods, now)
 	return r
@@ -45,8 +48,9 @@ func (r *Revision) Tick(now time.Time, readyPods int) Tick {
 	rec := r.decider.Scale(now, readyPods, r.metrics.Observe(now))
 	changed := r.status.Apply(rec)
 	dec := r.scaler.Reconcile(now, r.spec, r.status, readyPods)
+	load := r.metrics.Load(now)
 	r.metrics.Release(now)
-	return Tick{Recommendation: rec, Status: r.status, Changed: changed, Decision: dec}
+	return Tick{Recommendation: rec, Status: r.status, Changed: changed, Decision: dec, Load: load}
 }
 
 // Update applies a new configuration (config-autoscaler changed, or the
@@ -60,6 +64,9 @@ func (r *Revision) Update(now time.Time, cfg Config) {
 
 // Status is the decider's standing recommendation.
 func (r *Revision) Status() DeciderStatus { return r.status }
+
+// Spec is the scaler spec in force.
+func (r *Revision) Spec() ScalerSpec { return r.spec }
 
 // Scaler is the scaler's state.
 func (r *Revision) Scaler() ScalerState { return r.scaler }

@@ -137,6 +137,18 @@ func NewScalerState(now time.Time) ScalerState {
 	}
 }
 
+// start is what Knative's first reconcile of a new PodAutoscaler does, before
+// its ServerlessService exists: it computes the Active condition with an
+// unknown scale and no ready pod, so a revision that needs no pod to be
+// active (initial scale and min-scale both 0) starts Inactive, and any other
+// stays Activating. The scale target is not initialized then (Knative waits
+// for the SKS's service name).
+func (s *ScalerState) start(now time.Time, spec ScalerSpec) {
+	if max(spec.MinScale, spec.InitialScale) == 0 {
+		s.mark(now, Inactive, reasonNoTraffic)
+	}
+}
+
 // ScaleDecision is what a reconcile of the PodAutoscaler decides.
 type ScaleDecision struct {
 	// Want is the scale the reconciler settles on; -1 is unknown (no data
