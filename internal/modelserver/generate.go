@@ -2,6 +2,7 @@ package modelserver
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 )
@@ -17,6 +18,29 @@ type job struct {
 	stop      []string
 	chat      bool // no space before the first word
 	keepIDs   bool // record the generated token ids
+}
+
+// fitContext checks that every prompt of j and its completion fit in the
+// model's context window of maxContext tokens, as vLLM does: a prompt that
+// fills it, or an explicit max tokens that overflows it, is an error; a
+// default max tokens is lowered to fit.
+func fitContext(j *job, explicit bool, param string) *httpError {
+	for _, p := range j.prompts {
+		n := len(p.IDs)
+		switch {
+		case n >= maxContext:
+			return &httpError{status: http.StatusBadRequest, param: "prompt", code: "context_length_exceeded",
+				msg: fmt.Sprintf("This model's maximum context length is %d tokens. However, your prompt has %d tokens, leaving no room for the completion.", maxContext, n)}
+		case n+j.maxTokens <= maxContext:
+		case explicit:
+			return &httpError{status: http.StatusBadRequest, param: param, code: "context_length_exceeded",
+				msg: fmt.Sprintf("This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the prompt, %d in the completion). Please reduce the length of the prompt or the completion.",
+					maxContext, n+j.maxTokens, n, j.maxTokens)}
+		default:
+			j.maxTokens = maxContext - n
+		}
+	}
+	return nil
 }
 
 // result is the outcome of one prompt of a job.

@@ -282,6 +282,9 @@ func (s *server) inferJob(m *Model, req *inferRequest) (job, []string, *httpErro
 	if len(j.prompts) == 0 || len(j.prompts) > maxBatch {
 		return j, nil, errBadRequest("", "1 to %d prompts per request, got %d", maxBatch, len(j.prompts))
 	}
+	if herr := fitContext(&j, maxTokens != nil, "max_tokens"); herr != nil {
+		return j, nil, herr
+	}
 
 	if len(req.Outputs) > 0 {
 		outputs = outputs[:0]

@@ -273,8 +273,10 @@ func (s *server) completionJob(m *Model, req *completionRequest) (job, *httpErro
 	if j.stop, herr = checkStop(req.Stop); herr != nil {
 		return j, herr
 	}
-	j.prompts, herr = parsePrompts(m, req.Prompt)
-	return j, herr
+	if j.prompts, herr = parsePrompts(m, req.Prompt); herr != nil {
+		return j, herr
+	}
+	return j, fitContext(&j, req.MaxTokens != nil, "max_tokens")
 }
 
 // parsePrompts reads an OpenAI prompt: a string, an array of strings, an
@@ -411,7 +413,7 @@ func (s *server) chatJob(m *Model, req *chatRequest) (job, *httpError) {
 	}
 	b.WriteString("assistant:")
 	j.prompts = []Prompt{m.Encode(b.String())}
-	return j, nil
+	return j, fitContext(&j, maxTok != nil, param)
 }
 
 // messageText reads a chat message's content: a string, null, or an array

@@ -209,6 +209,7 @@ func TestOpenAIGenerate(t *testing.T) {
 	}{
 		{"completion", "/v1/completions", completion("Once upon a time", 8), "text_completion", 8, "length"},
 		{"completion default max_tokens", "/v1/completions", map[string]any{"prompt": "hello"}, "text_completion", defaultMaxTokens, "length"},
+		{"default max_tokens lowered to fit the context", "/v1/completions", map[string]any{"prompt": strings.Repeat("the ", maxContext-6)}, "text_completion", 5, "length"},
 		{"completion token ids", "/v1/completions", with(completion("", 5), "prompt", []int{1, 40, 41, 42}), "text_completion", 5, "length"},
 		{"chat", "/v1/chat/completions", chat("Tell me about the sea.", 12), "chat.completion", 12, "length"},
 		{"chat max_completion_tokens", "/v1/chat/completions", with(chat("hi", 99), "max_completion_tokens", 3), "chat.completion", 3, "length"},
@@ -459,7 +460,7 @@ func TestOpenAIModels(t *testing.T) {
 }
 
 func TestOpenAIErrors(t *testing.T) {
-	ts := startServer(t, Config{MaxTokens: 100})
+	ts := startServer(t, Config{MaxTokens: 200})
 	tests := []struct {
 		name      string
 		method    string
@@ -478,8 +479,11 @@ func TestOpenAIErrors(t *testing.T) {
 		{"no prompt", "POST", "/v1/completions", map[string]any{"max_tokens": 1}, 400, "invalid_request_error", "prompt", "prompt is required"},
 		{"bad prompt", "POST", "/v1/completions", map[string]any{"prompt": 3}, 400, "invalid_request_error", "prompt", "prompt must be"},
 		{"token id out of range", "POST", "/v1/completions", map[string]any{"prompt": []int{1, 99999}}, 400, "invalid_request_error", "prompt", "outside the vocabulary"},
-		{"max_tokens 0", "POST", "/v1/completions", completion("hi", 0), 400, "invalid_request_error", "max_tokens", "between 1 and 100"},
-		{"max_tokens over limit", "POST", "/v1/chat/completions", chat("hi", 101), 400, "invalid_request_error", "max_tokens", "between 1 and 100"},
+		{"max_tokens 0", "POST", "/v1/completions", completion("hi", 0), 400, "invalid_request_error", "max_tokens", "between 1 and 200"},
+		{"max_tokens over limit", "POST", "/v1/chat/completions", chat("hi", 201), 400, "invalid_request_error", "max_tokens", "between 1 and 200"},
+		{"prompt and max_tokens over the context", "POST", "/v1/completions", completion(strings.Repeat("the ", 4000), 100), 400, "invalid_request_error", "max_tokens",
+			"This model's maximum context length is 4096 tokens. However, you requested 4101 tokens (4001 in the prompt, 100 in the completion)."},
+		{"prompt fills the context", "POST", "/v1/chat/completions", chat(strings.Repeat("the ", 5000), 1), 400, "invalid_request_error", "prompt", "your prompt has"},
 		{"n 2", "POST", "/v1/completions", with(completion("hi", 1), "n", 2), 400, "invalid_request_error", "n", "n must be 1"},
 		{"echo", "POST", "/v1/completions", with(completion("hi", 1), "echo", true), 400, "invalid_request_error", "echo", "echo"},
 		{"bad stop", "POST", "/v1/completions", with(completion("hi", 1), "stop", 5), 400, "invalid_request_error", "", "string or an array"},
