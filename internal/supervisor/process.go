@@ -1,0 +1,357 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/infera-dev/infera/internal/serving"
+)
+
+// spawner starts every child from one locked OS thread. Pdeathsig fires when the thread that
+// forked a child exits, not the process; a goroutine that stays locked to its thread for the
+// supervisor's whole life keeps that thread alive exactly as long as it is needed.
+type spawner struct {
+	reqs chan spawnReq
+	done chan struct{}
+
+	mu     sync.RWMutex
+	closed bool
+}
+
+type spawnReq struct {
+	cmd *exec.Cmd
+	err chan error
+}
+
+func newSpawner() *spawner {
+	sp := &spawner{reqs: make(chan spawnReq), done: make(chan struct{})}
+	go sp.loop()
+	return sp
+}
+
+func (sp *spawner) loop() {
+	// Never unlocked: when this goroutine returns its thread exits, after every child is gone.
+	runtime.LockOSThread()
+	defer close(sp.done)
+	for req := range sp.reqs {
+		req.err <- req.cmd.Start()
+	}
+}
+
+func (sp *spawner) start(cmd *exec.Cmd) error {
+	sp.mu.RLock()
+	defer sp.mu.RUnlock()
+	if sp.closed {
+		return ErrClosed
+	}
+	ch := make(chan error, 1)
+	sp.reqs <- spawnReq{cmd: cmd, err: ch}
+	return <-ch
+}
+
+func (sp *spawner) close() {
+	sp.mu.Lock()
+	sp.closed = true
+	sp.mu.Unlock()
+	close(sp.reqs)
+	<-sp.done
+}
+
+// sandbox is how a replica's processes are wrapped: bwrap arguments, or env naming volume
+// directories when there is no namespace.
+type sandbox struct {
+	bwrapArgs []string // nil: run directly
+	env       []string // INFERA_VOLUME_* with Sandbox "none"
+}
+
+// prepareSandbox writes a replica's volume files and scratch directories and decides how its
+// processes run. It runs once per replica: emptyDir content survives restarts.
+func (s *Supervisor) prepareSandbox(r *replica) (*sandbox, error) {
+	vols := r.rev.Volumes
+	if len(vols) == 0 {
+		return &sandbox{}, nil
+	}
+	useBwrap := s.cfg.Sandbox != SandboxNone
+	if useBwrap && s.bwrap == "" {
+		return nil, ErrNoSandbox
+	}
+	sb := &sandbox{}
+	type bind struct {
+		src, dst string
+		ro       bool
+	}
+	var binds []bind
+	for _, v := range vols {
+		src, err := s.volumeSource(r, v)
+		if err != nil {
+			return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+		}
+		if !useBwrap {
+			sb.env = append(sb.env, volumeEnvName(v.Name)+"="+src)
+			continue
+		}
+		if !filepath.IsAbs(v.MountPath) {
+			return nil, fmt.Errorf("volume %q: mountPath %q is not absolute", v.Name, v.MountPath)
+		}
+		binds = append(binds, bind{src: src, dst: filepath.Clean(v.MountPath), ro: v.ReadOnly || v.Kind == serving.VolumeFiles})
+	}
+	if !useBwrap {
+		return sb, nil
+	}
+	// Parents before children, so a volume mounted inside another stays visible.
+	sort.SliceStable(binds, func(i, j int) bool {
+		return strings.Count(binds[i].dst, "/") < strings.Count(binds[j].dst, "/")
+	})
+	args := []string{"--die-with-parent"}
+	if os.Geteuid() != 0 {
+		args = append(args, "--unshare-user")
+	}
+	args = append(args, "--bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc")
+	for _, b := range binds {
+		flag := "--bind"
+		if b.ro {
+			flag = "--ro-bind"
+		}
+		args = append(args, flag, b.src, b.dst)
+	}
+	sb.bwrapArgs = args
+	return sb, nil
+}
+
+// volumeSource returns the host path that backs a volume (SubPath applied), creating
+// per-replica content as needed.
+func (s *Supervisor) volumeSource(r *replica, v serving.Volume) (string, error) {
+	if v.SubPath != "" && (filepath.IsAbs(v.SubPath) || !filepath.IsLocal(v.SubPath)) {
+		return "", fmt.Errorf("subPath %q must be a relative path inside the volume", v.SubPath)
+	}
+	var base string
+	switch v.Kind {
+	case serving.VolumeEmptyDir:
+		base = filepath.Join(r.dir, "empty", v.Name)
+		if err := os.MkdirAll(base, 0o777); err != nil {
+			return "", err
+		}
+	case serving.VolumeFiles:
+		base = filepath.Join(r.dir, "files", v.Name)
+		if err := os.MkdirAll(base, 0o700); err != nil {
+			return "", err
+		}
+		for rel, content := range v.Files {
+			if !filepath.IsLocal(rel) {
+				return "", fmt.Errorf("file %q is not a relative path inside the volume", rel)
+			}
+			p := filepath.Join(base, rel)
+			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+				return "", err
+			}
+			if err := os.WriteFile(p, content, 0o600); err != nil {
+				return "", err
+			}
+			if err := os.Chmod(p, 0o600); err != nil {
+				return "", err
+			}
+		}
+	case serving.VolumeHostPath:
+		if v.HostPath == "" {
+			return "", errors.New("hostPath is empty")
+		}
+		base = v.HostPath
+		if _, err := os.Stat(base); err != nil {
+			return "", err
+		}
+	default:
+		return "", fmt.Errorf("unknown volume kind %d", v.Kind)
+	}
+	if v.SubPath == "" {
+		return base, nil
+	}
+	src := filepath.Join(base, v.SubPath)
+	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) && v.Kind != serving.VolumeFiles {
+		// Kubernetes creates a missing subPath directory.
+		if err := os.MkdirAll(src, 0o777); err != nil {
+			return "", err
+		}
+	} else if err != nil {
+		return "", err
+	}
+	return src, nil
+}
+
+// env is the environment of a replica's processes.
+func (r *replica) env(sb *sandbox) []string {
+	env := os.Environ()
+	for _, e := range r.rev.Container.Env {
+		env = append(env, e.Name+"="+e.Value)
+	}
+	env = append(env, sb.env...)
+	env = append(env,
+		"PORT="+strconv.Itoa(r.port),
+		"K_SERVICE="+r.rev.Service,
+		"K_CONFIGURATION="+r.rev.Configuration,
+		"K_REVISION="+r.rev.Name,
+	)
+	return dedupEnv(env)
+}
+
+// dedupEnv keeps the last value of each name, in first-seen order.
+func dedupEnv(env []string) []string {
+	idx := map[string]int{}
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+// command builds the exec.Cmd of argv in the replica's sandbox context.
+func (r *replica) command(argv []string, sb *sandbox) (*exec.Cmd, error) {
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, errors.New("empty command")
+	}
+	wd := r.rev.Container.WorkingDir
+	var cmd *exec.Cmd
+	if sb.bwrapArgs != nil {
+		args := append([]string{}, sb.bwrapArgs...)
+		if wd != "" {
+			args = append(args, "--chdir", wd)
+		}
+		args = append(args, "--")
+		args = append(args, argv...)
+		cmd = exec.Command(r.s.bwrap, args...)
+	} else {
+		cmd = exec.Command(argv[0], argv[1:]...)
+		cmd.Dir = wd
+	}
+	if cmd.Err != nil {
+		return nil, cmd.Err
+	}
+	cmd.Env = r.env(sb)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd, nil
+}
+
+// process is one running child and its process group.
+type process struct {
+	cmd     *exec.Cmd
+	pid     int
+	wrapped bool          // bwrap is the group leader
+	done    chan struct{} // closed once it exited, its group is killed and its output read
+	err     error         // cmd.Wait's error, valid after done
+}
+
+// startProcess starts argv (command + args) as the replica's main process, output to its log.
+func (s *Supervisor) startProcess(r *replica, command, args []string, sb *sandbox) (*process, error) {
+	argv := append(append([]string{}, command...), args...)
+	cmd, err := r.command(argv, sb)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdin = nil
+	cmd.Stdout, cmd.Stderr = pw, pw
+	err = s.spawner.start(cmd)
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		return nil, err
+	}
+	p := &process{cmd: cmd, pid: cmd.Process.Pid, wrapped: sb.bwrapArgs != nil, done: make(chan struct{})}
+	copied := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(r.log, pr)
+		r.log.flushPartial()
+		close(copied)
+	}()
+	go func() {
+		p.err = cmd.Wait()
+		// The container is its main process: what it left behind goes with it.
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		select {
+		case <-copied:
+		case <-time.After(time.Second): // a descendant that left the group holds the pipe
+		}
+		pr.Close()
+		<-copied
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *process) exitDesc() string {
+	<-p.done
+	if p.err == nil {
+		return "exit status 0"
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.String()
+	}
+	return p.err.Error()
+}
+
+// term sends SIGTERM to the process group; under bwrap to every member but bwrap, which
+// would otherwise die and take the app with it (--die-with-parent) before it can shut down.
+func (p *process) term() {
+	if !p.wrapped {
+		_ = syscall.Kill(-p.pid, syscall.SIGTERM)
+		return
+	}
+	for _, pid := range groupMembers(p.pid) {
+		if pid != p.pid {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+		}
+	}
+}
+
+func (p *process) kill() {
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+}
+
+// groupMembers lists the pids whose process group is pgid, from /proc.
+func groupMembers(pgid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) >= 3 && f[2] == strconv.Itoa(pgid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

@@ -1,0 +1,302 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/infera-dev/infera/internal/serving"
+)
+
+// replica is one replica and its run loop. Fields below mu-guarded are guarded by s.mu.
+type replica struct {
+	s       *Supervisor
+	name    string
+	rs      *revState
+	rev     serving.Revision
+	port    int
+	created time.Time
+	stopCh  chan struct{} // closed by stopLocked
+	log     *logSink
+	dir     string // Dir/run/<replica>
+
+	// guarded by s.mu
+	state      ReplicaState
+	stopping   bool
+	pid        int
+	inc        int // incarnation: which process the probes report about
+	restarts   int
+	started    time.Time
+	lastExit   string
+	lastExitAt time.Time
+	message    string
+
+	// run-loop only
+	bo      backoff
+	sandbox *sandbox
+}
+
+func (r *replica) statusLocked() ReplicaStatus {
+	return ReplicaStatus{
+		Name: r.name, Revision: r.rev.ID, PID: r.pid, Port: r.port, State: r.state,
+		Restarts: r.restarts, Created: r.created, Started: r.started,
+		LastExit: r.lastExit, LastExitAt: r.lastExitAt, Message: r.message,
+	}
+}
+
+// backoff is kubelet's crash back-off for one container.
+type backoff struct {
+	set        bool
+	delay      time.Duration
+	lastUpdate time.Time
+}
+
+// next returns how long to wait before restarting after an exit at now, and advances the
+// back-off: the first restart, and any restart 10 min or more after the previous one, is
+// immediate; then 10 s, doubling up to 5 min.
+func (b *backoff) next(now time.Time) time.Duration {
+	var wait time.Duration
+	if b.set && now.Sub(b.lastUpdate) <= BackoffReset {
+		wait = b.delay
+		b.delay = min(2*b.delay, BackoffMax)
+		b.lastUpdate = now.Add(wait)
+	} else {
+		b.set = true
+		b.delay = BackoffInitial
+		b.lastUpdate = now
+	}
+	return wait
+}
+
+// exitReason says why a process ended when the supervisor ended it.
+type exitReason int
+
+const (
+	exitSelf     exitReason = iota // it exited on its own
+	exitStopped                    // we stopped it for good
+	exitLiveness                   // a liveness or startup probe failed
+)
+
+func (r *replica) run() {
+	s := r.s
+	defer s.wg.Done()
+	defer func() {
+		r.log.close()
+		_ = os.RemoveAll(r.dir)
+		s.replicaGone(r)
+		s.log.Info("replica stopped", "revision", string(r.rev.ID), "replica", r.name)
+	}()
+	for {
+		select {
+		case <-r.stopCh:
+			return
+		default:
+		}
+		reason, exitDesc, msg := r.runOnce()
+		if reason == exitStopped {
+			return
+		}
+		now := s.clock.Now()
+		wait := r.bo.next(now)
+		s.mu.Lock()
+		r.pid = 0
+		r.lastExit, r.lastExitAt, r.message = exitDesc, now, msg
+		rs := r.rs
+		if !rs.everReady {
+			rs.failed = true
+			rs.message = exitDesc
+			if msg != "" {
+				rs.message += ": " + msg
+			}
+		}
+		if !r.stopping {
+			if wait > 0 {
+				r.state = CrashLoopBackOff
+			} else {
+				r.state = Starting
+			}
+		}
+		s.mu.Unlock()
+		s.log.Warn("replica exited", "revision", string(r.rev.ID), "replica", r.name, "exit", exitDesc, "restart_in", wait)
+		s.changed(r.rev.ID)
+		if wait > 0 {
+			select {
+			case <-r.stopCh:
+				return
+			case <-s.forceCtx.Done():
+				return
+			case <-s.clock.After(wait):
+			}
+		}
+		s.mu.Lock()
+		if r.stopping {
+			s.mu.Unlock()
+			return
+		}
+		r.restarts++
+		r.state = Starting
+		s.mu.Unlock()
+		s.changed(r.rev.ID)
+	}
+}
+
+// runOnce starts the process, probes it and waits for it to end. It returns why it ended, a
+// short description of the exit and a message (the probe failure or the last log line).
+func (r *replica) runOnce() (exitReason, string, string) {
+	s := r.s
+	if r.sandbox == nil {
+		sb, err := s.prepareSandbox(r)
+		if err != nil {
+			return exitSelf, err.Error(), ""
+		}
+		r.sandbox = sb
+	}
+	p, err := s.startProcess(r, r.rev.Container.Command, r.rev.Container.Args, r.sandbox)
+	if err != nil {
+		desc := fmt.Sprintf("start: %v", err)
+		if errors.Is(err, ErrClosed) {
+			return exitStopped, desc, ""
+		}
+		return exitSelf, desc, ""
+	}
+	s.mu.Lock()
+	r.inc++
+	inc := r.inc
+	r.pid = p.pid
+	r.started = s.clock.Now()
+	if !r.stopping {
+		r.state = Starting
+	}
+	s.mu.Unlock()
+	s.log.Info("replica started", "revision", string(r.rev.ID), "replica", r.name, "pid", p.pid)
+	s.changed(r.rev.ID)
+
+	probeCtx, cancelProbes := context.WithCancel(context.Background())
+	failed := make(chan string, 1) // liveness or startup failure
+	var probes sync.WaitGroup
+	probes.Add(1)
+	go func() {
+		defer probes.Done()
+		r.probe(probeCtx, inc, failed)
+	}()
+	defer func() {
+		cancelProbes()
+		probes.Wait()
+	}()
+
+	select {
+	case <-p.done:
+		cancelProbes()
+		return exitSelf, p.exitDesc(), r.log.lastLine()
+	case msg := <-failed:
+		s.mu.Lock()
+		if r.state == Ready {
+			r.state = NotReady
+		}
+		s.mu.Unlock()
+		s.changed(r.rev.ID)
+		s.log.Warn("replica unhealthy, restarting", "revision", string(r.rev.ID), "replica", r.name, "reason", msg)
+		cancelProbes()
+		r.terminate(p, s.clock.Now().Add(r.grace()))
+		return exitLiveness, p.exitDesc(), msg
+	case <-r.stopCh:
+		cancelProbes()
+		r.drainAndTerminate(p)
+		return exitStopped, p.exitDesc(), ""
+	}
+}
+
+func (r *replica) grace() time.Duration {
+	if r.rev.Timeout > 0 {
+		return r.rev.Timeout
+	}
+	return serving.DefaultTimeout
+}
+
+// drainAndTerminate: the replica is already out of the endpoints; wait for its requests,
+// then SIGTERM, then SIGKILL once the grace period is over.
+func (r *replica) drainAndTerminate(p *process) {
+	s := r.s
+	deadline := s.clock.Now().Add(r.grace())
+	ctx, cancel := context.WithTimeout(s.forceCtx, r.grace())
+	go func() {
+		// The process may exit while we wait for the gateway; no need to wait on.
+		select {
+		case <-p.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := s.cfg.Gateway.WaitIdle(ctx, r.rev.ID, r.name); err != nil && ctx.Err() == nil {
+		s.log.Warn("wait idle", "revision", string(r.rev.ID), "replica", r.name, "error", err)
+	}
+	cancel()
+	r.terminate(p, deadline)
+}
+
+// terminate sends SIGTERM and SIGKILLs at deadline (at least 2 s after SIGTERM).
+func (r *replica) terminate(p *process, deadline time.Time) {
+	s := r.s
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.term()
+	wait := max(deadline.Sub(s.clock.Now()), minGraceAfterTerm)
+	select {
+	case <-p.done:
+		return
+	case <-s.clock.After(wait):
+		s.log.Warn("replica ignored SIGTERM, killing", "revision", string(r.rev.ID), "replica", r.name)
+	case <-s.forceCtx.Done():
+	}
+	p.kill()
+	<-p.done
+}
+
+// setReady records a readiness result of incarnation inc.
+func (r *replica) setReady(inc int, ready bool) {
+	s := r.s
+	s.mu.Lock()
+	if r.inc != inc || r.stopping || r.pid == 0 {
+		s.mu.Unlock()
+		return
+	}
+	want := NotReady
+	if ready {
+		want = Ready
+	} else if r.state == Starting {
+		want = Starting
+	}
+	if r.state == want {
+		s.mu.Unlock()
+		return
+	}
+	r.state = want
+	if ready && !r.rs.everReady {
+		r.rs.everReady = true
+		r.rs.failed, r.rs.message = false, ""
+	}
+	s.mu.Unlock()
+	s.log.Info("replica readiness", "revision", string(r.rev.ID), "replica", r.name, "state", string(want))
+	s.changed(r.rev.ID)
+}
+
+// volumeEnvName is the env var that names a volume's directory with Sandbox "none".
+func volumeEnvName(volume string) string {
+	var b strings.Builder
+	b.WriteString("INFERA_VOLUME_")
+	for _, c := range strings.ToUpper(volume) {
+		if (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') {
+			b.WriteRune(c)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}

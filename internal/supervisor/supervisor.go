@@ -1,0 +1,536 @@
+package supervisor
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/infera-dev/infera/internal/serving"
+)
+
+// Errors returned by the supervisor.
+var (
+	// ErrUnknownReplica: no replica, running or stopped, has that name.
+	ErrUnknownReplica = errors.New("supervisor: unknown replica")
+	// ErrNoSandbox: a revision has volumes but no mount namespace can be made.
+	ErrNoSandbox = errors.New("no mount namespace for volumes: bwrap (bubblewrap) not found; install it or run with --sandbox=none, which puts each volume in a per-replica directory named by env INFERA_VOLUME_<NAME>")
+	// ErrClosed: the supervisor has been shut down.
+	ErrClosed = errors.New("supervisor: shut down")
+)
+
+// Gateway is the part of the gateway the supervisor drives. Its methods must not call back
+// into the Supervisor.
+type Gateway interface {
+	// SetEndpoints replaces the READY replicas of a revision.
+	SetEndpoints(id serving.RevisionID, eps []serving.Endpoint)
+	// InFlight is the number of requests in flight to a replica.
+	InFlight(id serving.RevisionID, replica string) int
+	// WaitIdle returns when a replica has no request in flight, or ctx is done.
+	WaitIdle(ctx context.Context, id serving.RevisionID, replica string) error
+}
+
+// Config is what New needs.
+type Config struct {
+	Dir     string // state dir: replica logs under Dir/logs/, sandbox scratch under Dir/run/
+	Gateway Gateway
+	Sandbox string // "auto" (default), "bwrap", "none"
+	Logger  *slog.Logger
+	Clock   Clock // back-off and grace periods; nil is the real clock
+	// OnChange is called whenever a replica's state changes, outside the supervisor's locks;
+	// it must return quickly (e.g. a non-blocking channel send).
+	OnChange     func(id serving.RevisionID)
+	LogBytes     int   // ring buffer per replica; default 1 MiB
+	LogFileBytes int64 // a replica's log file rotates at this size; default 10 MiB
+}
+
+// Sandbox modes.
+const (
+	SandboxAuto  = "auto"
+	SandboxBwrap = "bwrap"
+	SandboxNone  = "none"
+)
+
+// Kubelet's numbers for crash back-off and the grace extension after SIGTERM.
+const (
+	BackoffInitial = 10 * time.Second
+	BackoffMax     = 5 * time.Minute
+	// BackoffReset: a replica that ran this long since its last restart restarts at once again.
+	BackoffReset      = 2 * BackoffMax
+	minGraceAfterTerm = 2 * time.Second
+)
+
+// ReplicaState is where a replica is in its life.
+type ReplicaState string
+
+const (
+	Starting         ReplicaState = "Starting"
+	Ready            ReplicaState = "Ready"
+	NotReady         ReplicaState = "NotReady"
+	Terminating      ReplicaState = "Terminating"
+	CrashLoopBackOff ReplicaState = "CrashLoopBackOff"
+)
+
+// RevisionStatus is the supervisor's view of a revision.
+type RevisionStatus struct {
+	Desired int // the last Scale
+	Actual  int // replicas not terminating
+	Ready   int // replicas in state Ready
+	// Failed: its replicas exit (or cannot start) and none has ever been ready.
+	Failed  bool
+	Message string // why it failed, e.g. "exit status 1: <last log line>"
+}
+
+// ReplicaStatus describes one replica.
+type ReplicaStatus struct {
+	Name       string
+	Revision   serving.RevisionID
+	PID        int // 0 while no process runs
+	Port       int
+	State      ReplicaState
+	Restarts   int
+	Created    time.Time
+	Started    time.Time // when its current (or last) process started
+	LastExit   string    // e.g. "exit status 1", "signal: killed", or a start error
+	LastExitAt time.Time
+	Message    string // the reason of the last exit, e.g. "liveness probe failed: ..."
+}
+
+// Supervisor runs replicas. Its methods are safe for concurrent use.
+type Supervisor struct {
+	cfg      Config
+	log      *slog.Logger
+	clock    Clock
+	bwrap    string // path of bwrap; "" when none is used or found
+	logsDir  string
+	runDir   string
+	spawner  *spawner
+	probeTr  probeTransports
+	forceCtx context.Context // cancelled when Shutdown's ctx expires: kill without waiting
+	force    context.CancelFunc
+
+	epMu sync.Mutex // serialises endpoint computation + SetEndpoints so the last word wins
+
+	mu      sync.Mutex
+	closed  bool
+	revs    map[serving.RevisionID]*revState
+	byName  map[string]*replica // live replicas
+	stopped []string            // names of stopped replicas, oldest first (for bookkeeping only)
+	lastEPs map[serving.RevisionID][]serving.Endpoint
+	wg      sync.WaitGroup
+}
+
+type revState struct {
+	rev       serving.Revision
+	desired   int
+	replicas  []*replica // live replicas in creation order
+	everReady bool
+	failed    bool
+	message   string
+	removing  bool
+}
+
+// New checks the configuration and prepares the state directories.
+func New(cfg Config) (*Supervisor, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("supervisor: Config.Dir is empty")
+	}
+	if cfg.Gateway == nil {
+		return nil, errors.New("supervisor: Config.Gateway is nil")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
+	}
+	if cfg.LogBytes <= 0 {
+		cfg.LogBytes = 1 << 20
+	}
+	if cfg.LogFileBytes <= 0 {
+		cfg.LogFileBytes = 10 << 20
+	}
+	if cfg.Sandbox == "" {
+		cfg.Sandbox = SandboxAuto
+	}
+	s := &Supervisor{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		clock:   cfg.Clock,
+		logsDir: filepath.Join(cfg.Dir, "logs"),
+		runDir:  filepath.Join(cfg.Dir, "run"),
+		revs:    map[serving.RevisionID]*revState{},
+		byName:  map[string]*replica{},
+		lastEPs: map[serving.RevisionID][]serving.Endpoint{},
+		probeTr: newProbeTransports(),
+	}
+	switch cfg.Sandbox {
+	case SandboxAuto:
+		s.bwrap, _ = exec.LookPath("bwrap")
+	case SandboxBwrap:
+		p, err := exec.LookPath("bwrap")
+		if err != nil {
+			return nil, fmt.Errorf("supervisor: sandbox %q: %w", cfg.Sandbox, err)
+		}
+		s.bwrap = p
+	case SandboxNone:
+	default:
+		return nil, fmt.Errorf("supervisor: unknown sandbox %q (want auto, bwrap or none)", cfg.Sandbox)
+	}
+	for _, d := range []string{s.logsDir, s.runDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("supervisor: %w", err)
+		}
+	}
+	s.forceCtx, s.force = context.WithCancel(context.Background())
+	s.spawner = newSpawner()
+	return s, nil
+}
+
+// Scale sets the desired number of replicas of a revision. The first Scale of an ID records
+// the revision; revisions are immutable, so later calls only change the count.
+func (s *Supervisor) Scale(rev serving.Revision, n int) {
+	if n < 0 {
+		n = 0
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	rs := s.revs[rev.ID]
+	if rs == nil {
+		rs = &revState{rev: rev}
+		s.revs[rev.ID] = rs
+	}
+	rs.removing = false
+	rs.desired = n
+	s.reconcileLocked(rs)
+	s.mu.Unlock()
+	s.changed(rev.ID)
+}
+
+// Remove scales a revision to zero and forgets it once its replicas have stopped.
+func (s *Supervisor) Remove(id serving.RevisionID) {
+	s.mu.Lock()
+	rs := s.revs[id]
+	if rs == nil {
+		s.mu.Unlock()
+		return
+	}
+	rs.desired = 0
+	rs.removing = true
+	s.reconcileLocked(rs)
+	s.forgetIfDoneLocked(rs)
+	s.mu.Unlock()
+	s.changed(id)
+}
+
+// Status reports a revision; the zero value for an unknown one.
+func (s *Supervisor) Status(id serving.RevisionID) RevisionStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rs := s.revs[id]
+	if rs == nil {
+		return RevisionStatus{}
+	}
+	st := RevisionStatus{Desired: rs.desired, Failed: rs.failed, Message: rs.message}
+	for _, r := range rs.replicas {
+		if !r.stopping {
+			st.Actual++
+		}
+		if r.state == Ready {
+			st.Ready++
+		}
+	}
+	return st
+}
+
+// Replicas lists the live replicas (including terminating ones), by revision then name.
+func (s *Supervisor) Replicas() []ReplicaStatus {
+	s.mu.Lock()
+	out := make([]ReplicaStatus, 0, len(s.byName))
+	for _, r := range s.byName {
+		out = append(out, r.statusLocked())
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Revision != out[j].Revision {
+			return out[i].Revision < out[j].Revision
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+var replicaNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
+
+// Logs returns the log of a replica, running or stopped: its rotated file, if any, followed by
+// the current one.
+func (s *Supervisor) Logs(replica string) (io.ReadCloser, error) {
+	if !replicaNameRE.MatchString(replica) {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownReplica, replica)
+	}
+	s.mu.Lock()
+	r := s.byName[replica]
+	s.mu.Unlock()
+	if r != nil {
+		r.log.flushPartial()
+	}
+	path := filepath.Join(s.logsDir, replica+".log")
+	return openLog(path, replica)
+}
+
+// LogTail returns the last bytes (at most Config.LogBytes) a live replica wrote.
+func (s *Supervisor) LogTail(replica string) ([]byte, error) {
+	s.mu.Lock()
+	r := s.byName[replica]
+	s.mu.Unlock()
+	if r == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownReplica, replica)
+	}
+	return r.log.tail(), nil
+}
+
+// Shutdown stops every replica gracefully and in parallel. When ctx ends first, the remaining
+// replicas are killed at once and ctx's error is returned. Scale does nothing afterwards.
+func (s *Supervisor) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	first := !s.closed
+	s.closed = true
+	var ids []serving.RevisionID
+	for id, rs := range s.revs {
+		rs.desired = 0
+		rs.removing = true
+		s.reconcileLocked(rs)
+		s.forgetIfDoneLocked(rs)
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		s.changed(id)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("supervisor: shutdown: %w", ctx.Err())
+		s.force()
+		<-done
+	}
+	if first {
+		s.force()
+		s.spawner.close()
+	}
+	return err
+}
+
+// reconcileLocked starts or stops replicas to reach rs.desired.
+func (s *Supervisor) reconcileLocked(rs *revState) {
+	var active []*replica
+	for _, r := range rs.replicas {
+		if !r.stopping {
+			active = append(active, r)
+		}
+	}
+	for len(active) < rs.desired && !s.closed {
+		r, err := s.newReplicaLocked(rs)
+		if err != nil {
+			rs.failed, rs.message = true, err.Error()
+			s.log.Error("replica create failed", "revision", string(rs.rev.ID), "error", err)
+			return
+		}
+		active = append(active, r)
+	}
+	if excess := len(active) - rs.desired; excess > 0 {
+		for _, r := range s.pickVictimsLocked(rs, active, excess) {
+			s.stopLocked(r)
+		}
+	}
+}
+
+// pickVictimsLocked orders replicas for scale-down: not ready first, then idle, then newest.
+func (s *Supervisor) pickVictimsLocked(rs *revState, active []*replica, n int) []*replica {
+	type cand struct {
+		r        *replica
+		ready    bool
+		inFlight int
+		order    int
+	}
+	cs := make([]cand, len(active))
+	for i, r := range active {
+		c := cand{r: r, ready: r.state == Ready, order: i}
+		if c.ready {
+			c.inFlight = s.cfg.Gateway.InFlight(rs.rev.ID, r.name)
+		}
+		cs[i] = c
+	}
+	sort.SliceStable(cs, func(i, j int) bool {
+		a, b := cs[i], cs[j]
+		if a.ready != b.ready {
+			return !a.ready
+		}
+		if (a.inFlight == 0) != (b.inFlight == 0) {
+			return a.inFlight == 0
+		}
+		return a.order > b.order
+	})
+	out := make([]*replica, 0, n)
+	for _, c := range cs[:n] {
+		out = append(out, c.r)
+	}
+	return out
+}
+
+func (s *Supervisor) newReplicaLocked(rs *revState) (*replica, error) {
+	var name string
+	for {
+		name = rs.rev.Name + "-" + randSuffix()
+		if s.byName[name] == nil && !s.logExists(name) {
+			break
+		}
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: replica of %s: %w", rs.rev.ID, err)
+	}
+	lg, err := newLogSink(filepath.Join(s.logsDir, name+".log"), s.cfg.LogBytes, s.cfg.LogFileBytes, secretValues(rs.rev))
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: replica of %s: %w", rs.rev.ID, err)
+	}
+	r := &replica{
+		s:       s,
+		name:    name,
+		rs:      rs,
+		rev:     rs.rev,
+		port:    port,
+		created: s.clock.Now(),
+		state:   Starting,
+		stopCh:  make(chan struct{}),
+		log:     lg,
+		dir:     filepath.Join(s.runDir, name),
+	}
+	rs.replicas = append(rs.replicas, r)
+	s.byName[name] = r
+	s.wg.Add(1)
+	go r.run()
+	s.log.Info("replica created", "revision", string(rs.rev.ID), "replica", name, "port", port)
+	return r, nil
+}
+
+func (s *Supervisor) logExists(name string) bool {
+	_, err := os.Stat(filepath.Join(s.logsDir, name+".log"))
+	return err == nil
+}
+
+// stopLocked marks a replica as terminating; its run loop drains and stops it.
+func (s *Supervisor) stopLocked(r *replica) {
+	if r.stopping {
+		return
+	}
+	r.stopping = true
+	r.state = Terminating
+	close(r.stopCh)
+}
+
+// replicaGone is called by a replica's run loop as its last act.
+func (s *Supervisor) replicaGone(r *replica) {
+	s.mu.Lock()
+	rs := r.rs
+	rs.replicas = slices.DeleteFunc(rs.replicas, func(x *replica) bool { return x == r })
+	delete(s.byName, r.name)
+	s.stopped = append(s.stopped, r.name)
+	if len(s.stopped) > 10000 {
+		s.stopped = s.stopped[len(s.stopped)-10000:]
+	}
+	// A replica that left on its own (not stopping) is replaced.
+	if !r.stopping {
+		s.reconcileLocked(rs)
+	}
+	s.forgetIfDoneLocked(rs)
+	s.mu.Unlock()
+	s.changed(rs.rev.ID)
+}
+
+func (s *Supervisor) forgetIfDoneLocked(rs *revState) {
+	if rs.removing && len(rs.replicas) == 0 && s.revs[rs.rev.ID] == rs {
+		delete(s.revs, rs.rev.ID)
+	}
+}
+
+// changed pushes the ready endpoints of a revision to the gateway when they changed, and
+// calls OnChange.
+func (s *Supervisor) changed(id serving.RevisionID) {
+	s.epMu.Lock()
+	s.mu.Lock()
+	var eps []serving.Endpoint
+	if rs := s.revs[id]; rs != nil {
+		for _, r := range rs.replicas {
+			if r.state == Ready {
+				eps = append(eps, serving.Endpoint{Replica: r.name, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))})
+			}
+		}
+	}
+	last, sent := s.lastEPs[id]
+	send := !sent || !slices.Equal(last, eps)
+	if send {
+		s.lastEPs[id] = eps
+	}
+	if s.revs[id] == nil {
+		delete(s.lastEPs, id)
+	}
+	s.mu.Unlock()
+	if send {
+		s.cfg.Gateway.SetEndpoints(id, eps)
+	}
+	s.epMu.Unlock()
+	if s.cfg.OnChange != nil {
+		s.cfg.OnChange(id)
+	}
+}
+
+func secretValues(rev serving.Revision) []string {
+	var out []string
+	for _, e := range rev.Container.Env {
+		if e.Secret && e.Value != "" {
+			out = append(out, e.Value)
+		}
+	}
+	return out
+}
+
+// randSuffix is 5 characters from Kubernetes' name alphabet (no vowels, no look-alikes).
+func randSuffix() string {
+	const alphabet = "bcdfghjklmnpqrstvwxz2456789"
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b[:])
+}
+
+// freePort asks the kernel for a free loopback port. Another process may take it before the
+// replica binds it; the replica then fails and is restarted with the same port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,284 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/infera-dev/infera/internal/serving"
+)
+
+func TestBackoff(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name  string
+		exits []time.Duration // exit times after t0
+		waits []time.Duration
+	}{
+		{"first restart is immediate, then 10s doubling",
+			[]time.Duration{0, time.Second, 12 * time.Second, 33 * time.Second},
+			[]time.Duration{0, 10 * time.Second, 20 * time.Second, 40 * time.Second}},
+		{"capped at 5 min",
+			[]time.Duration{0, 1, 2, 3, 4, 5, 6, 7, 8},
+			[]time.Duration{0, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 300 * time.Second, 300 * time.Second, 300 * time.Second}},
+		{"reset after 10 min since the last restart",
+			[]time.Duration{0, time.Second, 12*time.Second + BackoffReset + time.Second, 12*time.Second + BackoffReset + 2*time.Second},
+			[]time.Duration{0, 10 * time.Second, 0, 10 * time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b backoff
+			for i, e := range tt.exits {
+				if got := b.next(t0.Add(e)); got != tt.waits[i] {
+					t.Errorf("exit %d at %v: wait %v, want %v", i, e, got, tt.waits[i])
+				}
+			}
+		})
+	}
+}
+
+func TestWithDefaults(t *testing.T) {
+	tests := []struct {
+		name      string
+		in        serving.Probe
+		readiness bool
+		want      serving.Probe
+	}{
+		{"aggressive readiness keeps period 0", serving.Probe{}, true, serving.Probe{SuccessThreshold: 1}},
+		{"readiness with period", serving.Probe{Period: 5 * time.Second, SuccessThreshold: 2}, true,
+			serving.Probe{Period: 5 * time.Second, Timeout: time.Second, SuccessThreshold: 2, FailureThreshold: 3}},
+		{"liveness kubelet defaults", serving.Probe{SuccessThreshold: 4}, false,
+			serving.Probe{Period: 10 * time.Second, Timeout: time.Second, SuccessThreshold: 1, FailureThreshold: 3}},
+	}
+	for _, tt := range tests {
+		if got := withDefaults(tt.in, tt.readiness); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("%s: %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestHTTPProbe(t *testing.T) {
+	var mu sync.Mutex
+	var gotUA, gotHeader, gotHost string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		gotUA, gotHeader, gotHost = r.UserAgent(), r.Header.Get("X-Custom"), r.Host
+		mu.Unlock()
+		switch r.URL.Path {
+		case "/ok":
+			w.WriteHeader(200)
+		case "/redirect":
+			http.Redirect(w, r, "/ok", http.StatusFound)
+		case "/notmodified":
+			w.WriteHeader(304)
+		case "/missing":
+			w.WriteHeader(404)
+		case "/slow":
+			time.Sleep(300 * time.Millisecond) // the app being slow
+		default:
+			w.WriteHeader(500)
+		}
+	}))
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	tr := newProbeTransports().h1
+	tests := []struct {
+		path    string
+		scheme  string
+		timeout time.Duration
+		ok      bool
+	}{
+		{"/ok", "", time.Second, true},
+		{"ok", "HTTP", time.Second, true},
+		{"/redirect", "", time.Second, true},
+		{"/notmodified", "", time.Second, true},
+		{"/missing", "", time.Second, false},
+		{"/error", "", time.Second, false},
+		{"/slow", "", 100 * time.Millisecond, false},
+		{"/ok", "HTTPS", time.Second, false},
+	}
+	for _, tt := range tests {
+		ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
+		err := httpProbe(ctx, tr, addr, &serving.Probe{Path: tt.path, Scheme: tt.scheme, Headers: map[string]string{"X-Custom": "v", "Host": "app.example"}})
+		cancel()
+		if (err == nil) != tt.ok {
+			t.Errorf("%s %s: err %v, want ok=%v", tt.scheme, tt.path, err, tt.ok)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.HasPrefix(gotUA, "kube-probe/") || gotHeader != "v" || gotHost != "app.example" {
+		t.Errorf("probe request: UA %q, X-Custom %q, Host %q", gotUA, gotHeader, gotHost)
+	}
+}
+
+func TestTCPProbe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := ln.Addr().String()
+	ln2, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := ln2.Addr().String()
+	ln2.Close()
+	defer ln.Close()
+	for _, tt := range []struct {
+		addr string
+		ok   bool
+	}{{open, true}, {closed, false}} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := tcpProbe(ctx, tt.addr); (err == nil) != tt.ok {
+			t.Errorf("%s: %v, want ok=%v", tt.addr, err, tt.ok)
+		}
+		cancel()
+	}
+}
+
+func TestGRPCProbe(t *testing.T) {
+	var mu sync.Mutex
+	var gotService string
+	mux := http.NewServeMux()
+	mux.HandleFunc("/grpc.health.v1.Health/Check", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		service := ""
+		if len(body) >= 7 {
+			service = string(body[7:])
+		}
+		mu.Lock()
+		gotService = service
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/grpc")
+		switch service {
+		case "unimplemented":
+			w.Header().Set("Grpc-Status", "12") // trailers-only
+			return
+		case "absent":
+			w.Header().Set("Trailer", "Grpc-Status")
+			w.Write(grpcFrame(nil)) // status UNKNOWN (field absent)
+		case "serving-extra":
+			w.Header().Set("Trailer", "Grpc-Status")
+			w.Write(grpcFrame([]byte{0x12, 0x02, 'h', 'i', 0x08, 0x01})) // unknown field, then SERVING
+		case "notserving":
+			w.Header().Set("Trailer", "Grpc-Status")
+			w.Write(grpcFrame([]byte{0x08, 0x02}))
+		default:
+			w.Header().Set("Trailer", "Grpc-Status")
+			w.Write(grpcFrame([]byte{0x08, 0x01}))
+		}
+		w.Header().Set("Grpc-Status", "0")
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	p.SetHTTP1(true)
+	srv.Config.Protocols = &p
+	srv.Start()
+	defer srv.Close()
+	tr := newProbeTransports().h2c
+	tests := []struct {
+		service string
+		ok      bool
+		errHas  string
+	}{
+		{"", true, ""},
+		{"my.Service", true, ""},
+		{"serving-extra", true, ""},
+		{"notserving", false, "NOT_SERVING"},
+		{"absent", false, "UNKNOWN"},
+		{"unimplemented", false, "does not implement"},
+	}
+	for _, tt := range tests {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := grpcProbe(ctx, tr, srv.Listener.Addr().String(), tt.service)
+		cancel()
+		if (err == nil) != tt.ok || (err != nil && !strings.Contains(err.Error(), tt.errHas)) {
+			t.Errorf("service %q: err %v, want ok=%v containing %q", tt.service, err, tt.ok, tt.errHas)
+		}
+		mu.Lock()
+		if tt.ok && gotService != tt.service {
+			t.Errorf("server saw service %q, want %q", gotService, tt.service)
+		}
+		mu.Unlock()
+	}
+}
+
+func TestLogSink(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "r.log")
+	l, err := newLogSink(path, 16, 40, []string{"hunter2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := []string{"password: hun", "ter2 ok\n", "line two\n", "partial", " end\nthird line here\n", "fourth line\n"}
+	for _, w := range writes {
+		l.Write([]byte(w))
+	}
+	l.close()
+	rc, err := openLog(path, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, _ := io.ReadAll(rc)
+	rc.Close()
+	want := "password: [redacted] ok\nline two\npartial end\nthird line here\nfourth line\n"
+	if string(all) != want {
+		t.Errorf("log = %q, want %q", all, want)
+	}
+	if _, err := os.Stat(path + ".1"); err != nil {
+		t.Errorf("no rotation at 40 bytes: %v", err)
+	}
+	for _, p := range []string{path, path + ".1"} {
+		if st, _ := os.Stat(p); st.Size() > 40 {
+			t.Errorf("%s is %d bytes, over the 40 byte limit", p, st.Size())
+		}
+	}
+	if got := string(l.tail()); got != "ne\nfourth line\n" && len(got) != 16 {
+		t.Errorf("ring = %q, want the last 16 bytes", got)
+	}
+	if got, want := string(l.tail()), want[len(want)-16:]; got != want {
+		t.Errorf("ring = %q, want %q", got, want)
+	}
+	if l.lastLine() != "fourth line" {
+		t.Errorf("last line %q", l.lastLine())
+	}
+}
+
+func TestRing(t *testing.T) {
+	tests := []struct {
+		size   int
+		writes []string
+		want   string
+	}{
+		{8, []string{"abc"}, "abc"},
+		{8, []string{"abcdefgh"}, "abcdefgh"},
+		{8, []string{"abcde", "fghij"}, "cdefghij"},
+		{8, []string{"0123456789abc"}, "56789abc"},
+		{4, []string{"ab", "cd", "ef"}, "cdef"},
+	}
+	for _, tt := range tests {
+		r := ring{buf: make([]byte, tt.size)}
+		for _, w := range tt.writes {
+			r.write([]byte(w))
+		}
+		if got := string(r.bytes()); got != tt.want {
+			t.Errorf("%v into %d: %q, want %q", tt.writes, tt.size, got, tt.want)
+		}
+	}
+}
+
+func TestVolumeEnvName(t *testing.T) {
+	for in, want := range map[string]string{"models": "INFERA_VOLUME_MODELS", "my-cache.v2": "INFERA_VOLUME_MY_CACHE_V2"} {
+		if got := volumeEnvName(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}
