@@ -14,9 +14,9 @@ case "$have_go" in
   *) echo "test.sh: Go $need_go is required, found '${have_go:-none}'" >&2; exit 1 ;;
 esac
 
-# Debian packages the tests use (none yet for the foundation). Root installs them; anyone else
+# Debian packages the tests use: bubblewrap gives replicas their private mount namespace. Root installs them; anyone else
 # is told what is missing instead of having tests skip.
-apt_packages=()
+apt_packages=(bubblewrap)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -18,6 +18,7 @@ package reconciler
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -25,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	netv1alpha1 "knative.dev/networking/pkg/apis/networking/v1alpha1"
 	"knative.dev/pkg/apis"
+	duckv1 "knative.dev/pkg/apis/duck/v1"
 	"knative.dev/pkg/kmeta"
 	"knative.dev/serving/pkg/apis/serving"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
@@ -124,6 +126,7 @@ func reconcileConfiguration(svc *servingv1.Service, cfg *servingv1.Configuration
 			},
 		}
 	}
+	defer keepTransitionTimes(slices.Clone(cfg.Status.Conditions), &cfg.Status)
 	cfg.Status.InitializeConditions()
 	if !equality.Semantic.DeepEqual(cfg.Spec, svc.Spec.ConfigurationSpec) || len(revs) == 0 {
 		name := svc.Spec.Template.Name
@@ -193,6 +196,7 @@ func newRevision(svc *servingv1.Service, cfg *servingv1.Configuration, name stri
 // replicas fail before it was ever ready.
 func markRevision(r *servingv1.Revision, o Observed) {
 	wasReady := r.IsReady()
+	defer keepTransitionTimes(slices.Clone(r.Status.Conditions), &r.Status)
 	r.Status.InitializeConditions()
 	r.Status.ObservedGeneration = r.Generation
 	switch {
@@ -334,3 +338,23 @@ func sortedKeys(m map[string]string) []string {
 }
 
 func sortStrings(s []string) { sort.Strings(s) }
+
+// keepTransitionTimes restores the lastTransitionTime of every condition that ends a reconcile
+// as it began it. Knative's condition manager stamps Ready anew each time a dependent condition
+// passes through it, even when Ready ends where it started; keeping the old time keeps an
+// unchanged status byte-identical, so the store is not rewritten on every pass.
+func keepTransitionTimes(before duckv1.Conditions, status interface {
+	GetConditions() apis.Conditions
+	SetConditions(apis.Conditions)
+}) {
+	after := status.GetConditions()
+	for i, c := range after {
+		for _, old := range before {
+			if old.Type == c.Type && old.Status == c.Status && old.Reason == c.Reason &&
+				old.Message == c.Message && old.Severity == c.Severity {
+				after[i].LastTransitionTime = old.LastTransitionTime
+			}
+		}
+	}
+	status.SetConditions(after)
+}

@@ -2,9 +2,12 @@ package reconciler
 
 import (
 	"context"
+	"encoding/json"
+	"time"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"knative.dev/pkg/apis"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
 	infserving "github.com/infera-dev/infera/internal/serving"
@@ -170,5 +173,34 @@ func TestNamedRevisionAndModels(t *testing.T) {
 	}
 	if m := out.Routes[0].Models; len(m) != 3 || m[1] != "llama" || m[2] != "qwen" {
 		t.Fatalf("models = %v", m)
+	}
+}
+
+// TestUnchangedStatusIsStable: reconciling again with nothing new yields byte-identical
+// configurations and revisions (their stored status keeps its transition times), whatever
+// state the revision is in, so infera up does not rewrite its store on every pass.
+func TestUnchangedStatusIsStable(t *testing.T) {
+	past := apis.VolatileTime{Inner: metav1.NewTime(time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC))}
+	for _, o := range []Observed{{}, {Ready: 1}, {Failed: true, Message: "exit status 1: boom"}} {
+		w := &world{in: Input{Observed: map[infserving.RevisionID]Observed{infserving.NewRevisionID("default", "llm-00001"): o}}}
+		svc := service("img")
+		w.step(t, svc)
+		// As if stored long ago.
+		for _, c := range w.in.Configurations {
+			for i := range c.Status.Conditions {
+				c.Status.Conditions[i].LastTransitionTime = past
+			}
+		}
+		for _, r := range w.in.Revisions {
+			for i := range r.Status.Conditions {
+				r.Status.Conditions[i].LastTransitionTime = past
+			}
+		}
+		first, _ := json.Marshal([]any{w.in.Configurations, w.in.Revisions})
+		w.step(t, svc)
+		second, _ := json.Marshal([]any{w.out.Configurations, w.out.Revisions})
+		if string(first) != string(second) {
+			t.Errorf("observed %+v: second pass changed the status:\n%s\n%s", o, first, second)
+		}
 	}
 }
