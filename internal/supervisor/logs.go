@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 )
 
@@ -24,7 +23,7 @@ type logSink struct {
 	ring    ring
 	redact  [][]byte
 	partial []byte
-	last    string // last non-empty line
+	last    []byte // last non-empty line
 }
 
 func newLogSink(path string, ringBytes int, maxFile int64, secrets []string) (*logSink, error) {
@@ -86,8 +85,8 @@ func (l *logSink) emitLocked(line []byte) {
 			line = bytes.ReplaceAll(line, s, []byte("[redacted]"))
 		}
 	}
-	if t := strings.TrimSpace(string(line)); t != "" {
-		l.last = t
+	if t := bytes.TrimSpace(line); len(t) > 0 {
+		l.last = append(l.last[:0], t...)
 	}
 	l.ring.write(line)
 	if l.f == nil {
@@ -118,7 +117,7 @@ func (l *logSink) rotateLocked() {
 func (l *logSink) lastLine() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.last
+	return string(l.last)
 }
 
 func (l *logSink) tail() []byte {

@@ -481,16 +481,23 @@ func (r *replica) execProbe(ctx context.Context, command []string) error {
 	if err := r.s.spawner.start(cmd); err != nil {
 		return fmt.Errorf("exec probe: %w", err)
 	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
+	pid := cmd.Process.Pid
+	exited := make(chan struct{})
+	go func() {
+		waitExited(pid)
+		close(exited)
+	}()
 	select {
-	case err = <-waited:
+	case <-exited:
 	case <-ctx.Done():
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-waited
+	}
+	// Leftovers of the probe (or the whole probe, on timeout); the leader is not reaped yet.
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	<-exited
+	err = cmd.Wait()
+	if ctx.Err() != nil {
 		return fmt.Errorf("exec probe: %w", ctx.Err())
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // leftovers of the probe
 	if err != nil {
 		return fmt.Errorf("exec probe: %w: %s", err, strings.TrimSpace(out.String()))
 	}

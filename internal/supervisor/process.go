@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/infera-dev/infera/internal/serving"
 )
@@ -283,9 +284,11 @@ func (s *Supervisor) startProcess(r *replica, command, args []string, sb *sandbo
 		close(copied)
 	}()
 	go func() {
-		p.err = cmd.Wait()
-		// The container is its main process: what it left behind goes with it.
+		// The container is its main process: what it left behind goes with it. The group is
+		// killed while the leader is still a zombie, so its pid cannot have been reused.
+		waitExited(p.pid)
 		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		p.err = cmd.Wait()
 		select {
 		case <-copied:
 		case <-time.After(time.Second): // a descendant that left the group holds the pipe
@@ -326,6 +329,23 @@ func (p *process) term() {
 func (p *process) kill() {
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 }
+
+// waitExited blocks until process pid has exited, without reaping it (waitid WNOWAIT).
+func waitExited(pid int) {
+	var info [128]byte // siginfo_t
+	for {
+		_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, pP_PID, uintptr(pid),
+			uintptr(unsafe.Pointer(&info[0])), syscall.WEXITED|wNOWAIT, 0, 0)
+		if errno != syscall.EINTR {
+			return
+		}
+	}
+}
+
+const (
+	pP_PID  = 1          // idtype_t P_PID
+	wNOWAIT = 0x01000000 // WNOWAIT
+)
 
 // groupMembers lists the pids whose process group is pgid, from /proc.
 func groupMembers(pgid int) []int {

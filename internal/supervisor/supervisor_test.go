@@ -253,22 +253,61 @@ func httpGetQuiet(port int, path string) (string, error) {
 	return string(b), err
 }
 
-func TestLivenessRestart(t *testing.T) {
+func TestProbeFailureRestarts(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		env      []string
+		liveness *serving.Probe
+		startup  *serving.Probe
+		message  string
+	}{
+		{"liveness", []string{"TR_LIVE_FAIL_AFTER", "3"},
+			&serving.Probe{Handler: serving.ProbeHTTP, Path: "/live", Period: 50 * time.Millisecond, FailureThreshold: 2}, nil,
+			"liveness probe failed: HTTP probe got status code 500"},
+		{"startup", []string{"TR_READY_FILE", "/nonexistent"},
+			nil, &serving.Probe{Handler: serving.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond, FailureThreshold: 5},
+			"startup probe failed: HTTP probe got status code 503"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ts := newTestSup(t, Config{})
+			rev := testRev("probefail"+strconv.Itoa(i)+"-00001", tt.env...)
+			rev.Container.LivenessProbe, rev.Container.StartupProbe = tt.liveness, tt.startup
+			ts.Scale(rev, 1)
+			waitFor(t, "restart after a probe failure", func() bool {
+				rs := ts.replicasOf(rev.ID)
+				return len(rs) == 1 && rs[0].Restarts == 1
+			})
+			r := ts.replicasOf(rev.ID)[0]
+			if r.Message != tt.message || r.LastExit == "" {
+				t.Errorf("status after restart: %+v, want message %q", r, tt.message)
+			}
+			if log := ts.logOf(t, r.Name); !strings.Contains(log, "got SIGTERM") {
+				t.Errorf("restart did not SIGTERM the app first: %+v\n%s", r, log)
+			}
+		})
+	}
+}
+
+func TestReadinessLost(t *testing.T) {
 	t.Parallel()
 	ts := newTestSup(t, Config{})
-	rev := testRev("live-00001", "TR_LIVE_FAIL_AFTER", "3")
-	rev.Container.LivenessProbe = &serving.Probe{Handler: serving.ProbeHTTP, Path: "/live", Period: 50 * time.Millisecond, FailureThreshold: 2}
-	ts.Scale(rev, 1)
-	waitFor(t, "restart after liveness failure", func() bool {
+	readyFile := filepath.Join(t.TempDir(), "ready")
+	os.WriteFile(readyFile, nil, 0o644)
+	rev := testRev("lost-00001", "TR_READY_FILE", readyFile)
+	rev.Container.ReadinessProbe = &serving.Probe{Handler: serving.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond, Timeout: time.Second, FailureThreshold: 3}
+	r := ts.waitReady(t, rev, 1)[0]
+	os.Remove(readyFile)
+	waitFor(t, "not ready", func() bool {
 		rs := ts.replicasOf(rev.ID)
-		return len(rs) == 1 && rs[0].Restarts == 1
+		return len(ts.gw.endpoints(rev.ID)) == 0 && len(rs) == 1 && rs[0].State == NotReady
 	})
-	r := ts.replicasOf(rev.ID)[0]
-	if !strings.Contains(r.Message, "liveness probe failed") || r.LastExit == "" {
-		t.Errorf("status after liveness restart: %+v", r)
-	}
-	if !strings.Contains(ts.logOf(t, r.Name), "got SIGTERM") {
-		t.Errorf("liveness restart did not SIGTERM the app first: %+v\n%s", r, ts.logOf(t, r.Name))
+	os.WriteFile(readyFile, nil, 0o644)
+	waitFor(t, "ready again", func() bool { return len(ts.gw.endpoints(rev.ID)) == 1 })
+	if rs := ts.replicasOf(rev.ID); rs[0].Restarts != 0 || rs[0].PID != r.PID {
+		t.Errorf("readiness loss restarted the replica: %+v", rs[0])
 	}
 }
 
