@@ -1,0 +1,313 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+
+	"github.com/infera-dev/infera/internal/serving"
+)
+
+// DefaultQueueDepth is the activator queue per revision when Config.QueueDepth is 0. It is
+// Knative's activator breaker queue depth (breakerQueueDepth in pkg/activator/net).
+const DefaultQueueDepth = 10000
+
+// ModelPeekBytes bounds how much of a POST /v1/... body is read to find its "model" field.
+const ModelPeekBytes = 1 << 20
+
+// Sentinel errors; each maps to one HTTP status in writeError, and nowhere else.
+var (
+	// ErrNoRoute: no route matches the Host header or the OpenAI model (404).
+	ErrNoRoute = errors.New("gateway: no route")
+	// ErrRevisionUnknown: the route points at a revision the gateway was not told about (503).
+	ErrRevisionUnknown = errors.New("gateway: revision not known")
+	// ErrRevisionRemoved: the revision was removed while the request waited (503).
+	ErrRevisionRemoved = errors.New("gateway: revision removed")
+	// ErrActivatorQueueFull: the revision's activator queue holds QueueDepth requests (503).
+	ErrActivatorQueueFull = errors.New("gateway: activator queue full")
+	// ErrRequestQueueFull: the replica's breaker (CC in flight + 10 x CC queued) is full (503).
+	// The text is Knative queue-proxy's.
+	ErrRequestQueueFull = errors.New("pending request queue full")
+	// ErrRequestTimeout: timeoutSeconds, responseStartTimeoutSeconds or idleTimeoutSeconds
+	// passed (504). The text is Knative queue-proxy's timeout body.
+	ErrRequestTimeout = errors.New("request timeout")
+	// ErrBodyTooLarge: the request body is over Config.MaxBodyBytes (413).
+	ErrBodyTooLarge = errors.New("gateway: request body too large")
+	// ErrBadGateway: the replica could not be reached or broke the exchange (502).
+	ErrBadGateway = errors.New("gateway: bad gateway")
+)
+
+// Causes of a request's context ending, for telling the timeouts apart.
+var (
+	errDeadline      = errors.New("gateway: revision timeout")
+	errResponseStart = errors.New("gateway: response start timeout")
+	errIdle          = errors.New("gateway: idle timeout")
+)
+
+// Config is what a Gateway is built from. Zero values take the defaults documented per field.
+type Config struct {
+	Domain       string // default "localhost"; used only to report: routes carry their hosts
+	QueueDepth   int    // activator queue per revision; default DefaultQueueDepth
+	MaxBodyBytes int64  // 0 = unlimited; a larger request body gets 413
+	// Now is the clock the stats are kept on; default time.Now. Deadlines run on real timers.
+	Now    func() time.Time
+	Logger *slog.Logger
+	// OnDemand is called at most once per cold episode (from the first request that finds the
+	// revision with no ready endpoint until endpoints appear), on the request's goroutine and
+	// outside every lock: it must not block (a non-blocking channel send is the intended use).
+	OnDemand   func(serving.RevisionID)
+	RequestLog *RequestLogger        // optional: one line per request
+	Registerer prometheus.Registerer // optional: Knative's request metrics
+}
+
+// Gateway is activator, load balancer and queue-proxy breaker in one hop. It is an
+// http.Handler; see the package documentation for the request path.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	metrics *metrics
+
+	routes atomic.Pointer[table]
+
+	revMu sync.RWMutex
+	revs  map[serving.RevisionID]*revision
+
+	h1 *http.Transport  // HTTP/1.1 to replicas
+	h2 *http2.Transport // HTTP/2 cleartext (prior knowledge) to "h2c" replicas
+
+	active  atomic.Int64 // requests inside ServeHTTP (held ones included)
+	drainMu sync.Mutex
+	drains  []chan struct{}
+}
+
+// New returns a Gateway with no routes and no revisions.
+func New(cfg Config) *Gateway {
+	if cfg.Domain == "" {
+		cfg.Domain = "localhost"
+	}
+	if cfg.QueueDepth <= 0 {
+		cfg.QueueDepth = DefaultQueueDepth
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	g := &Gateway{
+		cfg:  cfg,
+		log:  cfg.Logger,
+		now:  cfg.Now,
+		revs: make(map[serving.RevisionID]*revision),
+		h1: &http.Transport{
+			Proxy:               nil, // replicas are on loopback; never an environment proxy
+			DialContext:         dialer.DialContext,
+			MaxIdleConns:        0,
+			MaxIdleConnsPerHost: 1024,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true, // bytes pass through untouched
+			ForceAttemptHTTP2:   false,
+			WriteBufferSize:     32 << 10,
+			ReadBufferSize:      32 << 10,
+		},
+		h2: &http2.Transport{
+			AllowHTTP:          true,
+			DisableCompression: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				return dialer.DialContext(ctx, network, addr)
+			},
+		},
+	}
+	g.routes.Store(&table{})
+	if cfg.Registerer != nil {
+		g.metrics = newMetrics(cfg.Registerer)
+	}
+	return g
+}
+
+// Handler returns the gateway wrapped to accept HTTP/2 cleartext (prior knowledge and
+// Upgrade: h2c) next to HTTP/1.1, so gRPC clients work end to end.
+func (g *Gateway) Handler() http.Handler {
+	return h2c.NewHandler(g, &http2.Server{})
+}
+
+// CloseIdleConnections closes the idle connections to replicas (shutdown, tests).
+func (g *Gateway) CloseIdleConnections() {
+	g.h1.CloseIdleConnections()
+	g.h2.CloseIdleConnections()
+}
+
+// SetRevision adds a revision or updates its serving settings (timeouts, containerConcurrency,
+// port name, names). A new revision starts with the activator in the path.
+func (g *Gateway) SetRevision(rev serving.Revision) {
+	r := g.revisionFor(rev.ID, true)
+	r.setConfig(rev)
+}
+
+// RemoveRevision forgets a revision: requests held for it get 503, requests in flight finish.
+func (g *Gateway) RemoveRevision(id serving.RevisionID) {
+	r := g.revisionFor(id, false)
+	if r != nil && r.remove() {
+		g.forget(r)
+	}
+}
+
+// forget drops a removed revision once nothing of it is in flight, so that InFlight and
+// WaitIdle keep answering for its replicas while they drain.
+func (g *Gateway) forget(r *revision) {
+	g.revMu.Lock()
+	if g.revs[r.id] == r {
+		delete(g.revs, r.id)
+	}
+	g.revMu.Unlock()
+}
+
+// SetEndpoints replaces the set of ready replicas of a revision. Replicas left out stop
+// receiving new requests; those in flight on them finish (see InFlight and WaitIdle).
+func (g *Gateway) SetEndpoints(id serving.RevisionID, eps []serving.Endpoint) {
+	r := g.revisionFor(id, true)
+	if r.setEndpoints(eps) {
+		g.demand(id)
+	}
+}
+
+// SetActivatorInPath says whether the activator is in the revision's path (Knative: excess
+// burst capacity is negative). In the path, requests wait in the revision's queue and go only
+// to a replica with a free slot; out of it, each goes to the least loaded replica and waits in
+// that replica's breaker queue (containerConcurrency x 10), 503 when that is full.
+func (g *Gateway) SetActivatorInPath(id serving.RevisionID, inPath bool) {
+	g.revisionFor(id, true).setInPath(inPath)
+}
+
+// InFlight is the number of requests being served by a replica of a revision now.
+func (g *Gateway) InFlight(id serving.RevisionID, replica string) int {
+	r := g.revisionFor(id, false)
+	if r == nil {
+		return 0
+	}
+	return r.inFlight(replica)
+}
+
+// Queued is the number of requests of a revision waiting for a slot (activator queue and
+// breaker queues together).
+func (g *Gateway) Queued(id serving.RevisionID) int {
+	r := g.revisionFor(id, false)
+	if r == nil {
+		return 0
+	}
+	return r.queued()
+}
+
+// WaitIdle returns when no request is in flight on the replica, or ctx's error.
+func (g *Gateway) WaitIdle(ctx context.Context, id serving.RevisionID, replica string) error {
+	r := g.revisionFor(id, false)
+	if r == nil {
+		return nil
+	}
+	ch := r.idleChan(replica)
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Collect returns, per revision, the 1 s buckets completed up to now since the last call.
+func (g *Gateway) Collect(now time.Time) []serving.Stat {
+	g.revMu.RLock()
+	revs := make([]*revision, 0, len(g.revs))
+	for _, r := range g.revs {
+		revs = append(revs, r)
+	}
+	g.revMu.RUnlock()
+	var out []serving.Stat
+	for _, r := range revs {
+		out = r.collect(now, out)
+	}
+	return out
+}
+
+// Drain returns when no request is in flight or held in the gateway, or ctx's error. It does
+// not refuse new requests: Knative keeps serving while routes converge.
+func (g *Gateway) Drain(ctx context.Context) error {
+	ch := make(chan struct{})
+	g.drainMu.Lock()
+	g.drains = append(g.drains, ch)
+	g.drainMu.Unlock()
+	if g.active.Load() == 0 {
+		g.dropDrain(ch)
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		g.dropDrain(ch)
+		return ctx.Err()
+	}
+}
+
+func (g *Gateway) dropDrain(ch chan struct{}) {
+	g.drainMu.Lock()
+	defer g.drainMu.Unlock()
+	for i, c := range g.drains {
+		if c == ch {
+			g.drains = append(g.drains[:i], g.drains[i+1:]...)
+			return
+		}
+	}
+}
+
+func (g *Gateway) enter() { g.active.Add(1) }
+
+func (g *Gateway) leave() {
+	if g.active.Add(-1) != 0 {
+		return
+	}
+	g.drainMu.Lock()
+	for _, ch := range g.drains {
+		close(ch)
+	}
+	g.drains = nil
+	g.drainMu.Unlock()
+}
+
+func (g *Gateway) demand(id serving.RevisionID) {
+	if g.cfg.OnDemand != nil {
+		g.cfg.OnDemand(id)
+	}
+}
+
+// revisionFor finds a revision's state; with create, a revision not seen yet gets one with
+// Knative's defaults until SetRevision says more.
+func (g *Gateway) revisionFor(id serving.RevisionID, create bool) *revision {
+	g.revMu.RLock()
+	r := g.revs[id]
+	g.revMu.RUnlock()
+	if !create || (r != nil && !r.isRemoved()) {
+		return r
+	}
+	g.revMu.Lock()
+	defer g.revMu.Unlock()
+	if r = g.revs[id]; r == nil || r.isRemoved() {
+		r = newRevision(g, id)
+		g.revs[id] = r
+	}
+	return r
+}

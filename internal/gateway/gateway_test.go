@@ -1,0 +1,766 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+
+	"github.com/infera-dev/infera/internal/serving"
+)
+
+func TestRouting(t *testing.T) {
+	rg := newRig(t, Config{})
+	a := rg.service("alpha", serving.Revision{}, backend(t, "a1", named("alpha")))
+	b1 := serving.NewRevisionID("default", "beta-00001")
+	b2 := serving.NewRevisionID("default", "beta-00002")
+	for _, id := range []serving.RevisionID{b1, b2} {
+		_, name, _ := strings.Cut(string(id), "/")
+		rg.g.SetRevision(serving.Revision{ID: id, Namespace: "default", Service: "beta", Name: name})
+		rg.g.SetEndpoints(id, []serving.Endpoint{backend(t, name, named(name))})
+	}
+	rg.g.SetRoutes([]serving.Route{
+		{Namespace: "default", Service: "alpha", Host: "alpha.default.localhost",
+			Targets: []serving.Target{{Revision: a, Percent: 100}}, Models: []string{"alpha", "llama-3"}},
+		{Namespace: "default", Service: "beta", Host: "beta.default.localhost",
+			Targets: []serving.Target{{Revision: b1, Percent: 100, Tag: "current"}, {Revision: b2, Percent: 0, Tag: "next"}},
+			Models: []string{"beta"}},
+	})
+	tests := []struct {
+		name, method, host, path, body string
+		code                           int
+		want                           string
+	}{
+		{"host", "GET", "alpha.default.localhost", "/", "", 200, "alpha:"},
+		{"host with port, any case", "GET", "Alpha.Default.Localhost:8080", "/x", "", 200, "alpha:"},
+		{"tag host, 0 percent revision", "GET", "next-beta.default.localhost", "/", "", 200, "beta-00002:"},
+		{"tag host", "GET", "current-beta.default.localhost", "/", "", 200, "beta-00001:"},
+		{"service host takes the split", "GET", "beta.default.localhost", "/", "", 200, "beta-00001:"},
+		{"model, body replayed", "POST", "127.0.0.1", "/v1/chat/completions", `{"messages":[{"role":"user"}],"model":"llama-3","stream":true}`,
+			200, `alpha:{"messages":[{"role":"user"}],"model":"llama-3","stream":true}`},
+		{"model by service name", "POST", "127.0.0.1", "/v1/completions", `{"model":"beta"}`, 200, `beta-00001:{"model":"beta"}`},
+		{"host wins over model", "POST", "beta.default.localhost", "/v1/completions", `{"model":"alpha"}`, 200, "beta-00001:"},
+		{"unknown model", "POST", "127.0.0.1", "/v1/completions", `{"model":"nope"}`, 404, `"type":"not_found"`},
+		{"model outside /v1", "POST", "127.0.0.1", "/chat", `{"model":"alpha"}`, 404, `"type":"not_found"`},
+		{"unknown host", "GET", "nope.default.localhost", "/", "", 404, `{"error":{"message":`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := rg.do(rg.newRequest(context.Background(), tc.method, tc.host, tc.path, tc.body))
+			if res.err != nil || res.code != tc.code {
+				t.Fatalf("got %d %v %q, want %d", res.code, res.err, res.body, tc.code)
+			}
+			mustContain(t, res.body, tc.want)
+			if tc.code == 404 {
+				var v struct{ Error struct{ Message, Type string } }
+				if err := json.Unmarshal([]byte(res.body), &v); err != nil || v.Error.Type != "not_found" {
+					t.Fatalf("404 body %q is not the JSON error: %v", res.body, err)
+				}
+			}
+		})
+	}
+}
+
+func TestModelField(t *testing.T) {
+	big := `{"prompt":"` + strings.Repeat("x", 100) + `","model":"m"}`
+	tests := []struct{ in, want string }{
+		{`{"model":"m1"}`, "m1"},
+		{`{"a":{"model":"inner"},"model":"outer"}`, "outer"},
+		{`{"model":"m2","messages":[1,2,` /* truncated */, "m2"},
+		{`{"messages":[1,2,`, ""},
+		{`{"model":3}`, ""},
+		{`[{"model":"m"}]`, ""},
+		{`not json`, ""},
+		{big, "m"},
+	}
+	for _, tc := range tests {
+		if got := modelField([]byte(tc.in)); got != tc.want {
+			t.Errorf("modelField(%.40q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestTrafficSplit(t *testing.T) {
+	tests := []struct {
+		name    string
+		percent []int
+		n       int
+	}{
+		{"70/30", []int{70, 30}, 1000},
+		{"50/50", []int{50, 50}, 1000},
+		{"1/99", []int{1, 99}, 1000},
+		{"33/33/34", []int{33, 33, 34}, 1000},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var targets []serving.Target
+			for i, p := range tc.percent {
+				targets = append(targets, serving.Target{Revision: serving.RevisionID(fmt.Sprint(i)), Percent: p})
+			}
+			s := newSplit(targets)
+			counts := map[serving.RevisionID]int{}
+			for range tc.n {
+				id, _ := s.pick()
+				counts[id]++
+			}
+			for i, p := range tc.percent {
+				got := float64(counts[serving.RevisionID(fmt.Sprint(i))]) / float64(tc.n) * 100
+				if got < float64(p)-1 || got > float64(p)+1 {
+					t.Errorf("target %d: %.1f%%, want %d%%", i, got, p)
+				}
+			}
+		})
+	}
+}
+
+// TestTrafficSplitEndToEnd sends 1,000 requests through a 70/30 route to two real replicas.
+func TestTrafficSplitEndToEnd(t *testing.T) {
+	rg := newRig(t, Config{})
+	ids := []serving.RevisionID{serving.NewRevisionID("default", "s-00001"), serving.NewRevisionID("default", "s-00002")}
+	for _, id := range ids {
+		_, name, _ := strings.Cut(string(id), "/")
+		rg.g.SetRevision(serving.Revision{ID: id, Namespace: "default", Service: "s", Name: name})
+		rg.g.SetEndpoints(id, []serving.Endpoint{backend(t, name, named(name))})
+	}
+	rg.g.SetRoutes([]serving.Route{{Namespace: "default", Service: "s", Host: "s.default.localhost",
+		Targets: []serving.Target{{Revision: ids[0], Percent: 70}, {Revision: ids[1], Percent: 30}}}})
+	counts := map[string]int{}
+	for range 1000 {
+		res := rg.get("s.default.localhost", "/")
+		if res.code != 200 {
+			t.Fatalf("%d %v %s", res.code, res.err, res.body)
+		}
+		counts[res.header.Get("X-Replica")]++
+	}
+	if c := counts["s-00001"]; c < 650 || c > 750 {
+		t.Fatalf("70%% target got %d of 1000 (%v)", c, counts)
+	}
+}
+
+func TestHeldRequestServedWhenEndpointAppears(t *testing.T) {
+	var demands atomic.Int32
+	rg := newRig(t, Config{OnDemand: func(serving.RevisionID) { demands.Add(1) }})
+	id := rg.service("cold", serving.Revision{})
+	first := rg.goDo(rg.newRequest(context.Background(), "POST", "cold.default.localhost", "/", "one"))
+	second := rg.goDo(rg.newRequest(context.Background(), "POST", "cold.default.localhost", "/", "two"))
+	eventually(t, "two held requests", func() bool { return rg.g.Queued(id) == 2 })
+	if n := demands.Load(); n != 1 {
+		t.Fatalf("OnDemand called %d times in one cold episode, want 1", n)
+	}
+	rg.g.SetEndpoints(id, []serving.Endpoint{backend(t, "r1", named("r1"))})
+	for _, ch := range []<-chan result{first, second} {
+		if res := <-ch; res.code != 200 || !strings.HasPrefix(res.body, "r1:") {
+			t.Fatalf("held request: %d %v %q", res.code, res.err, res.body)
+		}
+	}
+	// Scale to zero and back: a new cold episode calls OnDemand again.
+	rg.g.SetEndpoints(id, nil)
+	third := rg.goDo(rg.newRequest(context.Background(), "GET", "cold.default.localhost", "/", ""))
+	eventually(t, "held again", func() bool { return rg.g.Queued(id) == 1 })
+	if n := demands.Load(); n != 2 {
+		t.Fatalf("OnDemand called %d times over two cold episodes, want 2", n)
+	}
+	rg.g.SetEndpoints(id, []serving.Endpoint{backend(t, "r2", named("r2"))})
+	if res := <-third; res.code != 200 || !strings.HasPrefix(res.body, "r2:") {
+		t.Fatalf("held request: %d %v %q", res.code, res.err, res.body)
+	}
+}
+
+func TestActivatorQueueOverflowAndRemoval(t *testing.T) {
+	rg := newRig(t, Config{QueueDepth: 1})
+	id := rg.service("cold", serving.Revision{})
+	held := rg.goDo(rg.newRequest(context.Background(), "GET", "cold.default.localhost", "/", ""))
+	eventually(t, "a held request", func() bool { return rg.g.Queued(id) == 1 })
+	res := rg.get("cold.default.localhost", "/")
+	if res.code != 503 || res.header.Get("Retry-After") == "" {
+		t.Fatalf("overflow: %d Retry-After=%q %q", res.code, res.header.Get("Retry-After"), res.body)
+	}
+	mustContain(t, res.body, "activator queue full")
+	rg.g.RemoveRevision(id)
+	if res := <-held; res.code != 503 {
+		t.Fatalf("held request of a removed revision: %d %q", res.code, res.body)
+	}
+	if res := rg.get("cold.default.localhost", "/"); res.code != 503 {
+		t.Fatalf("request for a removed revision: %d %q", res.code, res.body)
+	}
+}
+
+func TestClientGoneWhileHeld(t *testing.T) {
+	rg := newRig(t, Config{})
+	id := rg.service("cold", serving.Revision{})
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := rg.goDo(rg.newRequest(ctx, "GET", "cold.default.localhost", "/", ""))
+	eventually(t, "held", func() bool { return rg.g.Queued(id) == 1 })
+	cancel()
+	if res := <-ch; res.err == nil {
+		t.Fatalf("canceled request got %d", res.code)
+	}
+	eventually(t, "queue empty", func() bool { return rg.g.Queued(id) == 0 })
+	if err := rg.g.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBreaker(t *testing.T) {
+	tests := []struct {
+		name   string
+		inPath bool
+	}{
+		{"out of path: replica queue of 10 x CC, then 503", false},
+		{"in path: held by the activator, no 503", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rg := newRig(t, Config{})
+			gt := newGate(t)
+			id := rg.service("cc", serving.Revision{ContainerConcurrency: 1}, backend(t, "r1", gt.handler("r1")))
+			rg.g.SetActivatorInPath(id, tc.inPath)
+			var chans []<-chan result
+			for range 11 {
+				chans = append(chans, rg.goDo(rg.newRequest(context.Background(), "GET", "cc.default.localhost", "/", "")))
+			}
+			eventually(t, "1 in flight, 10 queued", func() bool {
+				return rg.g.InFlight(id, "r1") == 1 && rg.g.Queued(id) == 10
+			})
+			if tc.inPath {
+				chans = append(chans, rg.goDo(rg.newRequest(context.Background(), "GET", "cc.default.localhost", "/", "")))
+				eventually(t, "11 queued", func() bool { return rg.g.Queued(id) == 11 })
+			} else {
+				res := rg.get("cc.default.localhost", "/")
+				if res.code != 503 || res.body != "pending request queue full\n" {
+					t.Fatalf("breaker overflow: %d %q", res.code, res.body)
+				}
+			}
+			gt.open()
+			for _, ch := range chans {
+				if res := <-ch; res.code != 200 {
+					t.Fatalf("queued request: %d %q", res.code, res.body)
+				}
+			}
+		})
+	}
+}
+
+// TestLeastInFlight checks that a new request goes to the replica with fewer in flight.
+func TestLeastInFlight(t *testing.T) {
+	rg := newRig(t, Config{})
+	busy, free := newGate(t), newGate(t)
+	id := rg.service("lb", serving.Revision{},
+		backend(t, "busy", busy.handler("busy")), backend(t, "free", free.handler("free")))
+	first := rg.goDo(rg.newRequest(context.Background(), "GET", "lb.default.localhost", "/", ""))
+	eventually(t, "one in flight", func() bool { return rg.g.InFlight(id, "busy")+rg.g.InFlight(id, "free") == 1 })
+	loaded, other := "busy", "free"
+	if rg.g.InFlight(id, "free") == 1 {
+		loaded, other = "free", "busy"
+	}
+	second := rg.goDo(rg.newRequest(context.Background(), "GET", "lb.default.localhost", "/", ""))
+	eventually(t, "second on the other replica", func() bool { return rg.g.InFlight(id, other) == 1 })
+	if n := rg.g.InFlight(id, loaded); n != 1 {
+		t.Fatalf("loaded replica has %d in flight", n)
+	}
+	busy.open()
+	free.open()
+	<-first
+	<-second
+}
+
+func TestTimeouts(t *testing.T) {
+	stall := func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }
+	streamThenStall := func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}
+	tests := []struct {
+		name    string
+		rev     serving.Revision
+		handler http.HandlerFunc // nil: no replica at all
+		code    int
+		body    string
+	}{
+		{"timeout before the first byte", serving.Revision{Timeout: 200 * time.Millisecond}, stall, 504, "request timeout"},
+		{"timeout while held", serving.Revision{Timeout: 200 * time.Millisecond}, nil, 504, "request timeout"},
+		{"started stream cut at the deadline", serving.Revision{Timeout: 300 * time.Millisecond}, streamThenStall, 200, "data: 1\n\nrequest timeout"},
+		{"response start timeout", serving.Revision{Timeout: time.Minute, ResponseStartTimeout: 200 * time.Millisecond}, stall, 504, "request timeout"},
+		{"response start timeout does not cut a started stream", serving.Revision{Timeout: 600 * time.Millisecond, ResponseStartTimeout: 100 * time.Millisecond}, streamThenStall, 200, "data: 1\n\nrequest timeout"},
+		{"idle timeout", serving.Revision{Timeout: time.Minute, IdleTimeout: 200 * time.Millisecond}, streamThenStall, 200, "data: 1\n\nrequest timeout"},
+		{"idle timeout before any byte", serving.Revision{Timeout: time.Minute, IdleTimeout: 200 * time.Millisecond}, stall, 504, "request timeout"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rg := newRig(t, Config{})
+			var eps []serving.Endpoint
+			if tc.handler != nil {
+				eps = append(eps, backend(t, "r1", tc.handler))
+			}
+			rg.service("slow", tc.rev, eps...)
+			res := rg.get("slow.default.localhost", "/")
+			if res.code != tc.code || res.body != tc.body {
+				t.Fatalf("got %d %q (%v), want %d %q", res.code, res.body, res.err, tc.code, tc.body)
+			}
+		})
+	}
+}
+
+// TestIdleTimeoutKeptAliveByWrites: a stream that writes more often than the idle timeout
+// runs to its end.
+func TestIdleTimeoutKeptAliveByWrites(t *testing.T) {
+	rg := newRig(t, Config{})
+	tick := make(chan struct{})
+	rg.service("s", serving.Revision{IdleTimeout: 300 * time.Millisecond}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
+		for i := range 3 {
+			fmt.Fprintf(w, "%d", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-tick:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	ch := rg.goDo(rg.newRequest(context.Background(), "GET", "s.default.localhost", "/", ""))
+	for range 3 {
+		tick <- struct{}{}
+	}
+	if res := <-ch; res.body != "012" {
+		t.Fatalf("got %d %q", res.code, res.body)
+	}
+}
+
+func TestSSEFlushedPerEvent(t *testing.T) {
+	rg := newRig(t, Config{})
+	next := make(chan struct{})
+	rg.service("sse", serving.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 3 {
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-next: // the client has read this event: the gateway did not buffer it
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	res, err := rg.client.Do(rg.newRequest(context.Background(), "GET", "sse.default.localhost", "/", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	br := bufio.NewReader(res.Body)
+	for i := range 3 {
+		line, err := br.ReadString('\n')
+		if err != nil || line != fmt.Sprintf("data: %d\n", i) {
+			t.Fatalf("event %d: %q %v", i, line, err)
+		}
+		if blank, _ := br.ReadString('\n'); blank != "\n" {
+			t.Fatalf("event %d: no blank line: %q", i, blank)
+		}
+		next <- struct{}{}
+	}
+}
+
+func TestWebsocketUpgrade(t *testing.T) {
+	rg := newRig(t, Config{})
+	rg.service("ws", serving.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" || !strings.EqualFold(r.Header.Get("Connection"), "upgrade") {
+			http.Error(w, "not an upgrade", 400)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(conn, brw) // echo until the client closes
+	}))
+	conn, err := net.Dial("tcp", rg.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /chat HTTP/1.1\r\nHost: ws.default.localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != 101 || res.Header.Get("Upgrade") != "websocket" {
+		t.Fatalf("upgrade response: %v %v", res, err)
+	}
+	for _, msg := range []string{"ping", "pong"} {
+		io.WriteString(conn, msg)
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, buf); err != nil || string(buf) != msg {
+			t.Fatalf("echo: %q %v", buf, err)
+		}
+	}
+	conn.Close()
+	if err := rg.g.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRetryOnConnectionRefused(t *testing.T) {
+	rg := newRig(t, Config{})
+	dead := serving.Endpoint{Replica: "dead", Addr: deadAddr(t)}
+	id := rg.service("retry", serving.Revision{ContainerConcurrency: 1}, dead, backend(t, "live", named("live")))
+	rg.g.SetActivatorInPath(id, false)
+	for i := range 6 { // round robin over ties puts some first tries on the dead replica
+		res := rg.do(rg.newRequest(context.Background(), "POST", "retry.default.localhost", "/", fmt.Sprint("body", i)))
+		if res.code != 200 || res.body != fmt.Sprint("live:body", i) {
+			t.Fatalf("request %d: %d %q %v", i, res.code, res.body, res.err)
+		}
+	}
+	// Every ready replica refusing: the request waits for one that answers.
+	rg.g.SetEndpoints(id, []serving.Endpoint{dead})
+	ch := rg.goDo(rg.newRequest(context.Background(), "GET", "retry.default.localhost", "/", ""))
+	eventually(t, "re-queued", func() bool { return rg.g.Queued(id) == 1 })
+	rg.g.SetEndpoints(id, []serving.Endpoint{dead, backend(t, "new", named("new"))})
+	if res := <-ch; res.code != 200 || res.body != "new:" {
+		t.Fatalf("re-queued request: %d %q", res.code, res.body)
+	}
+}
+
+func TestHeaders(t *testing.T) {
+	rg := newRig(t, Config{})
+	got := make(chan http.Header, 1)
+	rg.service("h", serving.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("X-Reply", "yes")
+	}))
+	req := rg.newRequest(context.Background(), "GET", "h.default.localhost", "/", "")
+	req.Header.Set("Connection", "X-Drop-Me")
+	req.Header.Set("X-Drop-Me", "1")
+	req.Header.Set("Proxy-Authorization", "secret")
+	req.Header.Set("X-Forwarded-For", "10.0.0.1")
+	req.Header.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	req.Header.Set("X-B3-Traceid", "80f198ee56343ba864fe8b2a57d3eff7")
+	req.Header.Set("B3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")
+	res := rg.do(req)
+	if res.code != 200 || res.header.Get("X-Reply") != "yes" || res.header.Get("Keep-Alive") != "" {
+		t.Fatalf("response: %d %v", res.code, res.header)
+	}
+	h := <-got
+	for _, k := range []string{"X-Drop-Me", "Proxy-Authorization"} {
+		if v := h.Get(k); v != "" {
+			t.Errorf("hop-by-hop %s reached the replica: %q", k, v)
+		}
+	}
+	want := map[string]string{
+		"X-Forwarded-For":   "10.0.0.1, 127.0.0.1",
+		"X-Forwarded-Proto": "http",
+		"Traceparent":       "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+		"X-B3-Traceid":      "80f198ee56343ba864fe8b2a57d3eff7",
+		"B3":                "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1",
+	}
+	for k, v := range want {
+		if h.Get(k) != v {
+			t.Errorf("%s = %q, want %q", k, h.Get(k), v)
+		}
+	}
+}
+
+func TestMaxBodyBytes(t *testing.T) {
+	rg := newRig(t, Config{MaxBodyBytes: 8})
+	rg.service("m", serving.Revision{}, backend(t, "r1", named("r1")))
+	tests := []struct {
+		name, host, path, body string
+		code                   int
+	}{
+		{"within", "m.default.localhost", "/", "12345678", 200},
+		{"over, by host", "m.default.localhost", "/", "123456789", 413},
+		{"over, by model", "127.0.0.1", "/v1/completions", `{"model":"m"}`, 413},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := rg.do(rg.newRequest(context.Background(), "POST", tc.host, tc.path, tc.body))
+			if res.code != tc.code {
+				t.Fatalf("%d %q", res.code, res.body)
+			}
+		})
+	}
+}
+
+// TestStats drives the injected clock: concurrency is the time-weighted average of requests
+// in flight per second, probes are left out.
+func TestStats(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	rg := newRig(t, Config{Now: clock.Now})
+	ga, gb := newGate(t), newGate(t)
+	id := rg.service("st", serving.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
+		switch r.Header.Get("X-Gate") {
+		case "a":
+			ga.handler("a")(w, r)
+		case "b":
+			gb.handler("b")(w, r)
+		}
+	}))
+	gated := func(name string) *http.Request {
+		req := rg.newRequest(context.Background(), "GET", "st.default.localhost", "/", "")
+		req.Header.Set("X-Gate", name)
+		return req
+	}
+	at := func(sec float64) time.Time { return time.Unix(1000, 0).Add(time.Duration(sec * float64(time.Second))) }
+
+	a := rg.goDo(gated("a")) // in at 1000.0
+	eventually(t, "a in flight", func() bool { return rg.g.InFlight(id, "r1") == 1 })
+	clock.Set(at(0.5))
+	b := rg.goDo(gated("b")) // in at 1000.5
+	eventually(t, "b in flight", func() bool { return rg.g.InFlight(id, "r1") == 2 })
+	probe := rg.newRequest(context.Background(), "GET", "st.default.localhost", "/", "")
+	probe.Header.Set("K-Kubelet-Probe", "queue")
+	if res := rg.do(probe); res.code != 200 {
+		t.Fatalf("probe: %d", res.code)
+	}
+	clock.Set(at(1.25))
+	ga.open()
+	<-a // out at 1001.25
+	eventually(t, "a counted out", func() bool { return rg.active(id) == 1 })
+	clock.Set(at(2.5))
+	gb.open()
+	<-b // out at 1002.5
+	eventually(t, "b counted out", func() bool { return rg.active(id) == 0 })
+
+	got := rg.g.Collect(at(4))
+	want := []serving.Stat{
+		{Revision: id, Time: at(1), Concurrency: 0.5*1 + 0.5*2, Requests: 2},
+		{Revision: id, Time: at(2), Concurrency: 0.25*2 + 0.75*1, Requests: 0},
+		{Revision: id, Time: at(3), Concurrency: 0.5, Requests: 0},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if !got[i].Time.Equal(want[i].Time) || got[i].Revision != want[i].Revision ||
+			abs(got[i].Concurrency-want[i].Concurrency) > 1e-9 || got[i].Requests != want[i].Requests {
+			t.Errorf("bucket %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if again := rg.g.Collect(at(10)); len(again) != 0 {
+		t.Fatalf("second Collect returned %+v", again)
+	}
+}
+
+func abs(f float64) float64 {
+	if f < 0 {
+		return -f
+	}
+	return f
+}
+
+func TestStatsAccumulator(t *testing.T) {
+	base := time.Unix(50, 0)
+	at := func(ms int) time.Time { return base.Add(time.Duration(ms) * time.Millisecond) }
+	type ev struct {
+		ms    int
+		delta int // +1 arrival, -1 departure
+	}
+	tests := []struct {
+		name   string
+		events []ev
+		until  int
+		want   []serving.Stat // Revision "r"
+	}{
+		{"nothing", nil, 5000, nil},
+		{"one request across two seconds", []ev{{200, +1}, {1700, -1}}, 3000, []serving.Stat{
+			{Time: at(1000), Concurrency: 0.8, Requests: 1}, {Time: at(2000), Concurrency: 0.7}}},
+		{"long request reports every second", []ev{{0, +1}, {3000, -1}}, 3000, []serving.Stat{
+			{Time: at(1000), Concurrency: 1, Requests: 1}, {Time: at(2000), Concurrency: 1}, {Time: at(3000), Concurrency: 1}}},
+		{"idle seconds are skipped", []ev{{100, +1}, {200, -1}, {5500, +1}, {5600, -1}}, 7000, []serving.Stat{
+			{Time: at(1000), Concurrency: 0.1, Requests: 1}, {Time: at(6000), Concurrency: 0.1, Requests: 1}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var s statsAcc
+			s.advance("r", base)
+			for _, e := range tc.events {
+				s.advance("r", at(e.ms))
+				s.conc += e.delta
+				if e.delta > 0 {
+					s.reqs++
+				}
+			}
+			s.advance("r", at(tc.until))
+			if len(s.done) != len(tc.want) {
+				t.Fatalf("got %+v, want %+v", s.done, tc.want)
+			}
+			for i, w := range tc.want {
+				g := s.done[i]
+				if !g.Time.Equal(w.Time) || abs(g.Concurrency-w.Concurrency) > 1e-9 || g.Requests != w.Requests {
+					t.Errorf("bucket %d: got %+v, want %+v", i, g, w)
+				}
+			}
+		})
+	}
+}
+
+func TestWaitIdleAndDrain(t *testing.T) {
+	rg := newRig(t, Config{})
+	gt := newGate(t)
+	id := rg.service("d", serving.Revision{}, backend(t, "r1", gt.handler("r1")))
+	if err := rg.g.WaitIdle(context.Background(), id, "r1"); err != nil {
+		t.Fatalf("WaitIdle on an idle replica: %v", err)
+	}
+	ch := rg.goDo(rg.newRequest(context.Background(), "GET", "d.default.localhost", "/", ""))
+	eventually(t, "in flight", func() bool { return rg.g.InFlight(id, "r1") == 1 })
+	// The replica leaves the ready set: its request in flight still counts until done.
+	rg.g.SetEndpoints(id, nil)
+	if n := rg.g.InFlight(id, "r1"); n != 1 {
+		t.Fatalf("InFlight after removal from the ready set = %d", n)
+	}
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := rg.g.WaitIdle(short, id, "r1"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitIdle while busy: %v", err)
+	}
+	if err := rg.g.Drain(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Drain while busy: %v", err)
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- rg.g.WaitIdle(context.Background(), id, "r1") }()
+	go func() { errs <- rg.g.Drain(context.Background()) }()
+	gt.open()
+	if res := <-ch; res.code != 200 {
+		t.Fatalf("%d %q", res.code, res.body)
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := rg.g.InFlight(id, "r1"); n != 0 {
+		t.Fatalf("InFlight after drain = %d", n)
+	}
+}
+
+func TestMetricsAndRequestLog(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var mu sync.Mutex
+	var logBuf strings.Builder
+	rl, err := NewRequestLogger(`{{.Request.Method}} {{.Request.URL.Path}} {{.Response.Code}} {{.Response.Size}} {{.Revision.Namespace}}/{{.Revision.Service}}/{{.Revision.Configuration}}/{{.Revision.Name}} {{.Revision.PodName}} {{.Revision.PodIP}} {{.TraceID}} {{if gt .Response.Latency 0.0}}timed{{else}}zero{{end}}`,
+		writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logBuf.Write(p) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewRequestLogger("{{.Nope", io.Discard); err == nil {
+		t.Fatal("a broken template was accepted")
+	}
+	rg := newRig(t, Config{Registerer: reg, RequestLog: rl})
+	rg.service("obs", serving.Revision{}, backend(t, "obs-r1", named("x")))
+	req := rg.newRequest(context.Background(), "GET", "obs.default.localhost", "/p", "")
+	req.Header.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	if res := rg.do(req); res.code != 200 {
+		t.Fatal(res.code)
+	}
+	rg.get("nope.default.localhost", "/")
+
+	labels := []string{"default", "obs", "obs", "obs-00001", "200", "2xx"}
+	if v := metricValue(t, rg.g.metrics.requests.WithLabelValues(labels...)); v != 1 {
+		t.Errorf("revision_request_count = %v", v)
+	}
+	if v := metricValue(t, rg.g.metrics.activator.WithLabelValues(labels...)); v != 1 {
+		t.Errorf("activator_request_count = %v", v)
+	}
+	var h dto.Metric
+	if err := rg.g.metrics.latencies.WithLabelValues(labels...).(prometheus.Histogram).Write(&h); err != nil || h.GetHistogram().GetSampleCount() != 1 {
+		t.Errorf("revision_request_latencies: %v %v", h.GetHistogram(), err)
+	}
+	if v := metricValue(t, rg.g.metrics.queue.WithLabelValues("default", "obs", "obs", "obs-00001")); v != 0 {
+		t.Errorf("revision_queue_depth = %v", v)
+	}
+	mu.Lock()
+	lines := strings.Split(strings.TrimSuffix(logBuf.String(), "\n"), "\n")
+	mu.Unlock()
+	if len(lines) != 2 {
+		t.Fatalf("log lines: %q", lines)
+	}
+	wantPrefix := "GET /p 200 2 default/obs/obs/obs-00001 obs-r1 127.0.0.1 0af7651916cd43dd8448eb211c80319c"
+	if !strings.HasPrefix(lines[0], wantPrefix) {
+		t.Errorf("log line %q, want prefix %q", lines[0], wantPrefix)
+	}
+	mustContain(t, lines[1], "GET / 404")
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func metricValue(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	if c := d.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return d.GetGauge().GetValue()
+}
+
+// TestH2CEndToEnd: an HTTP/2 cleartext client, the gateway, and an h2c replica; the request
+// body streams up, the response comes back with trailers, as gRPC needs.
+func TestH2CEndToEnd(t *testing.T) {
+	rg := newRig(t, Config{})
+	type seen struct {
+		proto int
+		te    string
+		body  string
+	}
+	got := make(chan seen, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- seen{r.ProtoMajor, r.Header.Get("Te"), string(body)}
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+		w.Write([]byte("reply"))
+		w.Header().Set("Grpc-Status", "0")
+		w.Header().Set(http.TrailerPrefix+"Grpc-Message", "ok")
+	})
+	srv := httptest.NewServer(h2c.NewHandler(h, &http2.Server{}))
+	t.Cleanup(srv.Close)
+	rg.service("grpc", serving.Revision{Container: serving.Container{PortName: "h2c"}},
+		serving.Endpoint{Replica: "r1", Addr: srv.Listener.Addr().String()})
+
+	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	req := rg.newRequest(context.Background(), "POST", "grpc.default.localhost", "/pkg.Svc/Method", "")
+	req.Body = io.NopCloser(strings.NewReader("request"))
+	req.ContentLength = -1
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil || res.ProtoMajor != 2 || string(body) != "reply" {
+		t.Fatalf("response: %s %d %q %v", res.Proto, res.StatusCode, body, err)
+	}
+	if res.Trailer.Get("Grpc-Status") != "0" || res.Trailer.Get("Grpc-Message") != "ok" {
+		t.Fatalf("trailers: %v", res.Trailer)
+	}
+	if s := <-got; s.proto != 2 || s.te != "trailers" || s.body != "request" {
+		t.Fatalf("replica saw %+v", s)
+	}
+}
