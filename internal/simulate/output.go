@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"text/tabwriter"
 )
@@ -32,7 +33,15 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("simulate: output %q: must be csv or table", s)
 }
 
-func num(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) }
+// num prints v with three decimals; a value that rounds to zero prints as
+// 0.000, not -0.000 (running sums can leave -1e-16 behind).
+func num(v float64) string {
+	r := math.Round(v*1000) / 1000
+	if r == 0 {
+		r = 0
+	}
+	return strconv.FormatFloat(r, 'f', 3, 64)
+}
 
 func (r Row) fields() []string {
 	return []string{
