@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -391,13 +392,18 @@ func gumbel(bits uint32) float32 {
 	return float32(-math.Log(-math.Log(u)))
 }
 
-// forward runs x through every layer: x = rmsnorm(x + leaky(W x)).
+// forward runs x through every layer: x = rmsnorm(x + leaky(W x)). The
+// rows of a large layer are split among the CPUs, as a CPU inference
+// engine's threads split them; each row's sum is the same whoever computes
+// it, so the result does not depend on how many CPUs there are.
 func (m *Model) forward(x, y []float32) {
 	d := m.hidden
 	for _, w := range m.layers {
-		for j := range y {
-			y[j] = dot(w[j*d:(j+1)*d], x)
-		}
+		split(d, len(w)*4, func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				y[j] = dot(w[j*d:(j+1)*d], x)
+			}
+		})
 		for j, h := range y {
 			if h < 0 {
 				h *= 0.1
@@ -408,17 +414,42 @@ func (m *Model) forward(x, y []float32) {
 	}
 }
 
-// project computes logits = x · head, streaming through head's rows.
+// project computes logits = x · head, streaming through head's rows, its
+// columns split among the CPUs.
 func (m *Model) project(logits, x []float32) {
 	v := len(logits)
-	clear(logits)
-	for i, xi := range x {
-		row := m.head[i*v : (i+1)*v]
-		logits := logits[:len(row)]
-		for j, w := range row {
-			logits[j] += float32(xi * w) // the conversion forbids fused multiply-add: the same result on every platform
+	split(v, len(m.head)*4, func(lo, hi int) {
+		out := logits[lo:hi]
+		clear(out)
+		for i, xi := range x {
+			row := m.head[i*v+lo : i*v+hi]
+			out := out[:len(row)]
+			for j, w := range row {
+				out[j] += float32(xi * w) // the conversion forbids fused multiply-add: the same result on every platform
+			}
 		}
+	})
+}
+
+// minSplitBytes is the least weight data worth a goroutine of its own.
+const minSplitBytes = 1 << 20
+
+// split calls f on contiguous ranges covering [0, n), concurrently when the
+// work reads enough bytes to pay for it: at most one range per CPU and
+// minSplitBytes. It returns when every call has.
+func split(n, bytes int, f func(lo, hi int)) {
+	parts := min(runtime.GOMAXPROCS(0), bytes/minSplitBytes, n)
+	if parts <= 1 {
+		f(0, n)
+		return
 	}
+	step := (n + parts - 1) / parts
+	var wg sync.WaitGroup
+	for lo := step; lo < n; lo += step {
+		wg.Go(func() { f(lo, min(lo+step, n)) })
+	}
+	f(0, step)
+	wg.Wait()
 }
 
 // dot is the inner product, in four lanes to keep the FPU busy.
