@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -128,5 +129,28 @@ func TestTokenReadsEveryWeight(t *testing.T) {
 		if got := gen(dir); slices.Equal(got, base) {
 			t.Errorf("zeroing %s did not change the tokens %v", h.Tensors[tensor].Name, got)
 		}
+	}
+}
+
+// TestSplitSameResult: how many CPUs share a token's work does not change
+// the tokens.
+func TestSplitSameResult(t *testing.T) {
+	m, err := Load(newModelDir(t, 16<<20)) // layers of 3 MiB: split
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	gen := func(procs int) []int {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		seq := m.NewSequence(m.Encode("the sea"))
+		var ids []int
+		for range 8 {
+			id, _ := seq.Next()
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	if one, four := gen(1), gen(4); !slices.Equal(one, four) {
+		t.Errorf("1 CPU: %v, 4 CPUs: %v", one, four)
 	}
 }
