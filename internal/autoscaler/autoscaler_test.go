@@ -360,3 +360,24 @@ func BenchmarkIdleRevisionMemory(b *testing.B) {
 	}
 	b.ReportMetric(perRev, "bytes/revision")
 }
+
+// TestObserveLoad: the tick's one-pass averages are Observe's and Load's.
+func TestObserveLoad(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, metric := range []Metric{Concurrency, RPS} {
+		for _, alg := range []Algorithm{Linear, WeightedExponential} {
+			for _, noData := range []bool{true, false} {
+				m := NewMetrics(MetricSpec{Metric: metric, StableWindow: 10 * time.Second, PanicWindow: 2 * time.Second, Algorithm: alg, ReportNoData: noData})
+				for s := range 60 {
+					if s < 30 && rng.IntN(3) > 0 {
+						m.Record(sec(s), Stat{Concurrency: rng.Float64() * 10, Requests: float64(rng.IntN(20))})
+					}
+					obs, load := m.observeLoad(sec(s))
+					if obs != m.Observe(sec(s)) || load != m.Load(sec(s)) {
+						t.Fatalf("%v %v %v at %d: %+v %+v, want %+v %+v", metric, alg, noData, s, obs, load, m.Observe(sec(s)), m.Load(sec(s)))
+					}
+				}
+			}
+		}
+	}
+}

@@ -36,6 +36,25 @@
 //	  - Config: config-autoscaler and the revision's annotations into all of
 //	    the above, with Knative's own parser and annotation helpers.
 //	  - Revision: the four together for one revision, one Tick at a time.
+//	  - Autoscaler: every revision of an infera instance (Knative's
+//	    MultiScaler and KPA reconciler): Upsert and Remove revisions, Record
+//	    the gateway's serving.Stat each second, Tick every TickInterval with
+//	    the ready replicas, Poke when a request arrives for a revision at
+//	    zero. Each Decision says how many replicas to run (Desired: a
+//	    reconcile that decides without applying, such as deactivating,
+//	    leaves the last applied count), whether the gateway should act as
+//	    the activator (ActivatorInPath), and the decider's view for metrics.
+//
+// # Using it from infera up
+//
+//	a := autoscaler.New(cc)                       // config-autoscaler
+//	a.Upsert(now, id, rev.Annotations, rev.ContainerConcurrency)
+//	a.Record(stat)                                 // gateway, every second
+//	for id, d := range a.Tick(now, readyByRevision) { supervisor.Scale(id, d.Desired) }
+//	if d, ok := a.Poke(now, id); ok { supervisor.Scale(id, d.Desired) } // cold request
+//
+// The HPA class (hpa.autoscaling.knative.dev) is not implemented: NewConfig
+// and Upsert reject it with ErrNotKPA.
 //
 // # Decider modes
 //

@@ -120,6 +120,18 @@ func (m *Metrics) Load(now time.Time) Load {
 	}
 }
 
+// observeLoad is Observe and Load at once, each window averaged once.
+func (m *Metrics) observeLoad(now time.Time) (Observation, Load) {
+	l := m.Load(now)
+	if m.spec.ReportNoData && m.scaling().stable.IsEmpty(now) {
+		return Observation{NoData: true}, l
+	}
+	if m.spec.Metric == RPS {
+		return Observation{Stable: l.StableRPS, Panic: l.PanicRPS}, l
+	}
+	return Observation{Stable: l.StableConcurrency, Panic: l.PanicConcurrency}, l
+}
+
 // Update follows a new spec: the windows are resized as Knative's collector
 // does on a Metric update. Both metrics are kept, so a change of the scaling
 // metric loses nothing; the algorithm is taken from the revision and does not

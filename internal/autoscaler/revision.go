@@ -45,10 +45,10 @@ func (r *Revision) Record(now time.Time, s Stat) { r.metrics.Record(now, s) }
 // then the reconciler's rules. Metric windows that have gone idle give their
 // memory back.
 func (r *Revision) Tick(now time.Time, readyPods int) Tick {
-	rec := r.decider.Scale(now, readyPods, r.metrics.Observe(now))
+	obs, load := r.metrics.observeLoad(now)
+	rec := r.decider.Scale(now, readyPods, obs)
 	changed := r.status.Apply(rec)
 	dec := r.scaler.Reconcile(now, r.spec, r.status, readyPods)
-	load := r.metrics.Load(now)
 	r.metrics.Release(now)
 	return Tick{Recommendation: rec, Status: r.status, Changed: changed, Decision: dec, Load: load}
 }
