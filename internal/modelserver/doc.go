@@ -31,8 +31,9 @@
 // finite, so load time grows with size. Config.Verify also hashes the
 // file. Every generated token then does what a decoding step of an LLM
 // does: a matrix-vector product through every layer and the output
-// projection, reading every weight once. Decoding is memory-bound, and
-// latency per token grows with the model's size. The next token is sampled
+// projection, reading every weight once; a large layer's rows are split
+// among the CPUs. Decoding is memory-bound, and latency per token grows
+// with the model's size. The next token is sampled
 // from the logits plus a bias, with the prompt's hash as the seed
 // (Gumbel-max), so different prompts give different (meaningless) text, and
 // the same prompt the same text, on every server of the model.
@@ -52,16 +53,24 @@
 // Config.Parallelism requests generate at once; the rest wait in a FIFO
 // queue, leaving it if their client goes away. A streamed response flushes
 // one server-sent event per token and generation stops when the client
-// disconnects.
+// disconnects. A prompt and its completion fit in a context window of 4096
+// tokens (max_model_len), checked as vLLM checks it.
+//
+// The server listens before it loads, so that /health can say it is
+// loading: a platform must probe /health (or /v2/health/ready), not the TCP
+// port, to know when it is ready.
 //
 // # Lifecycle
 //
 //	        listen           model loaded            ctx done             in flight done
 //	start ─────────▶ loading ─────────────▶ ready ──────────▶ draining ─────────────────▶ stopped
-//	                 /health 503            200               503, requests still served
-//	                                                          (cut off after DrainTimeout)
+//	                 /health 503            200               503; no new connections;
+//	                                                          requests in flight and queued
+//	                                                          finish (cut off after DrainTimeout)
 //
-// Draining is Knative's shutdown: report not ready at once, finish what is
-// in flight, then stop. The weights are unmapped only once no request uses
-// them.
+// Draining is the user container's part of Knative's shutdown: Knative (and
+// infera's supervisor) stops routing to a replica and waits for it to drain
+// before the container gets SIGTERM, so the server stops accepting at once,
+// answers not ready on connections still open, finishes what is in flight,
+// then stops. The weights are unmapped only once no request uses them.
 package modelserver
