@@ -23,7 +23,7 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 	}
 	rev := testRev("leak-00001")
 	rev.Container.LivenessProbe = &serving.Probe{Handler: serving.ProbeTCP, Period: 20 * time.Millisecond}
-	rev.Container.StartupProbe = &serving.Probe{Handler: serving.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond}
+	rev.Container.StartupProbe = &serving.Probe{Handler: serving.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond, FailureThreshold: 1000}
 	s.Scale(rev, 2)
 	waitFor(t, "2 ready", func() bool { return s.Status(rev.ID).Ready == 2 })
 	s.Scale(rev, 1)

@@ -146,14 +146,14 @@ func replicaMain() {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	srv.Protocols = &protos
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
 	ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "listen:", err)
 		os.Exit(2)
 	}
 	fmt.Println("listening on", ln.Addr())
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM)
 	go func() {
 		for range sigs {
 			if os.Getenv("TR_TERM") == "ignore" {

@@ -127,7 +127,6 @@ type Supervisor struct {
 	closed  bool
 	revs    map[serving.RevisionID]*revState
 	byName  map[string]*replica // live replicas
-	stopped []string            // names of stopped replicas, oldest first (for bookkeeping only)
 	lastEPs map[serving.RevisionID][]serving.Endpoint
 	wg      sync.WaitGroup
 }
@@ -453,10 +452,6 @@ func (s *Supervisor) replicaGone(r *replica) {
 	rs := r.rs
 	rs.replicas = slices.DeleteFunc(rs.replicas, func(x *replica) bool { return x == r })
 	delete(s.byName, r.name)
-	s.stopped = append(s.stopped, r.name)
-	if len(s.stopped) > 10000 {
-		s.stopped = s.stopped[len(s.stopped)-10000:]
-	}
 	// A replica that left on its own (not stopping) is replaced.
 	if !r.stopping {
 		s.reconcileLocked(rs)
