@@ -117,7 +117,13 @@ func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
 	base, cut := context.WithCancel(context.WithoutCancel(ctx))
 	defer cut()
 	handler := s.routes()
+	// HTTP/1.1, and HTTP/2 without TLS (h2c with prior knowledge), which
+	// Knative uses for a port named h2c and a gateway may use to multiplex.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
+		Protocols:         &protocols,
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return base },

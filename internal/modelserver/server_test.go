@@ -1076,3 +1076,27 @@ func TestGate(t *testing.T) {
 		t.Errorf("free %d waiting %d after all left, want 1 0", g.free, g.waiting())
 	}
 }
+
+// TestH2C speaks HTTP/2 without TLS to the server, streaming included.
+func TestH2C(t *testing.T) {
+	ts := startServer(t, Config{})
+	var h2 http.Protocols
+	h2.SetUnencryptedHTTP2(true)
+	ts.client = &http.Client{Transport: &http.Transport{Protocols: &h2}}
+	for _, stream := range []bool{false, true} {
+		resp, err := ts.send(context.Background(), "POST", "/v1/chat/completions", with(chat("hi", 4), "stream", stream), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+			t.Fatalf("stream=%v: %s %d %v: %s", stream, resp.Proto, resp.StatusCode, err, b)
+		}
+		if stream {
+			if n := len(sseChunks(t, b)); n != 6 {
+				t.Errorf("%d chunks over h2c, want 6", n)
+			}
+		}
+	}
+}
