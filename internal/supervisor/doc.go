@@ -75,6 +75,9 @@
 // after InitialDelay, then every Period with Timeout (defaults 10 s and 1 s), SuccessThreshold
 // / FailureThreshold in a row (defaults 1 and 3). A startup probe gates both others; a failing
 // liveness or startup probe restarts the replica (counted as a restart, subject to back-off).
+// As in Knative, an exec readiness probe is the kubelet's (period 0 means its default of 10 s)
+// and the port is also probed over TCP on the readiness probe's schedule; ready needs both.
+// HTTPS probes are refused with an error naming the scheme.
 //
 // # Stopping
 //
@@ -95,5 +98,7 @@
 //
 // Stdout and stderr of a replica go, line by line, into a ring buffer (Config.LogBytes, default
 // 1 MiB) and to Dir/logs/<replica>.log, rotated to <replica>.log.1 at Config.LogFileBytes
-// (default 10 MiB). Logs(replica) reads both, also after the replica stopped.
+// (default 10 MiB). Logs(replica) reads both, also after the replica stopped (and after a
+// restart of infera, as long as the files are there); LogTail(replica) returns the ring of a
+// live replica. ReplicaStatus.PID is the group leader: bwrap's pid when sandboxed.
 package supervisor

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 )
 
@@ -112,6 +113,14 @@ func (l *logSink) rotateLocked() {
 		return
 	}
 	l.f, l.size = f, 0
+}
+
+// redactString replaces secret values in s (the log's own lines are redacted as written).
+func (l *logSink) redactString(s string) string {
+	for _, v := range l.redact {
+		s = strings.ReplaceAll(s, string(v), "[redacted]")
+	}
+	return s
 }
 
 func (l *logSink) lastLine() string {

@@ -257,6 +257,12 @@ func (g *fakeGateway) endpoints(id serving.RevisionID) []serving.Endpoint {
 	return slices.Clone(g.eps[id])
 }
 
+func (g *fakeGateway) badDialList() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.badDials)
+}
+
 func (g *fakeGateway) eventList() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()

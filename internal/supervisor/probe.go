@@ -499,7 +499,7 @@ func (r *replica) execProbe(ctx context.Context, command []string) error {
 		return fmt.Errorf("exec probe: %w", ctx.Err())
 	}
 	if err != nil {
-		return fmt.Errorf("exec probe: %w: %s", err, strings.TrimSpace(out.String()))
+		return fmt.Errorf("exec probe: %w: %s", err, r.log.redactString(strings.TrimSpace(out.String())))
 	}
 	return nil
 }

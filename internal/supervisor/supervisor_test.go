@@ -65,8 +65,8 @@ func TestEnvContract(t *testing.T) {
 	if err != nil || !strings.Contains(string(tail), "replica starting") {
 		t.Errorf("LogTail = %q, %v", tail, err)
 	}
-	if ts.gw.badDials != nil {
-		t.Errorf("endpoints handed over before they accepted connections: %v", ts.gw.badDials)
+	if bad := ts.gw.badDialList(); bad != nil {
+		t.Errorf("endpoints handed over before they accepted connections: %v", bad)
 	}
 }
 
@@ -195,8 +195,8 @@ func TestReadiness(t *testing.T) {
 			rev := testRev("ready"+strconv.Itoa(i)+"-00001", tt.env...)
 			rev.Container.ReadinessProbe = tt.probe
 			ts.waitReady(t, rev, 1)
-			if ts.gw.badDials != nil {
-				t.Errorf("endpoints handed over before they accepted connections: %v", ts.gw.badDials)
+			if bad := ts.gw.badDialList(); bad != nil {
+				t.Errorf("endpoints handed over before they accepted connections: %v", bad)
 			}
 		})
 	}
@@ -270,6 +270,9 @@ func TestProbeFailureRestarts(t *testing.T) {
 		{"startup", []string{"TR_READY_FILE", "/nonexistent"},
 			nil, &serving.Probe{Handler: serving.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond, FailureThreshold: 5},
 			"startup probe failed: "}, // 503, or connection refused if the app is slow
+		{"startup exec, output redacted", nil,
+			nil, &serving.Probe{Handler: serving.ProbeExec, Command: []string{"sh", "-c", "echo token=$TOKEN; exit 1"}, Period: 20 * time.Millisecond, FailureThreshold: 2},
+			"startup probe failed: exec probe: exit status 1: token=[redacted]"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -277,6 +280,7 @@ func TestProbeFailureRestarts(t *testing.T) {
 			ts := newTestSup(t, Config{})
 			rev := testRev("probefail"+strconv.Itoa(i)+"-00001", tt.env...)
 			rev.Container.LivenessProbe, rev.Container.StartupProbe = tt.liveness, tt.startup
+			rev.Container.Env = append(rev.Container.Env, serving.EnvVar{Name: "TOKEN", Value: "s3cr3t", Secret: true})
 			ts.Scale(rev, 1)
 			waitFor(t, "restart after a probe failure", func() bool {
 				rs := ts.replicasOf(rev.ID)
