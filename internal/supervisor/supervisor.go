@@ -85,27 +85,27 @@ const (
 
 // RevisionStatus is the supervisor's view of a revision.
 type RevisionStatus struct {
-	Desired int // the last Scale
-	Actual  int // replicas not terminating
-	Ready   int // replicas in state Ready
+	Desired int `json:"desired"` // the last Scale
+	Actual  int `json:"actual"`  // replicas not terminating
+	Ready   int `json:"ready"`   // replicas in state Ready
 	// Failed: its replicas exit (or cannot start) and none has ever been ready.
-	Failed  bool
-	Message string // why it failed, e.g. "exit status 1: <last log line>"
+	Failed  bool   `json:"failed"`
+	Message string `json:"message,omitempty"` // why it failed, e.g. "exit status 1: <last log line>"
 }
 
 // ReplicaStatus describes one replica.
 type ReplicaStatus struct {
-	Name       string
-	Revision   serving.RevisionID
-	PID        int // 0 while no process runs
-	Port       int
-	State      ReplicaState
-	Restarts   int
-	Created    time.Time
-	Started    time.Time // when its current (or last) process started
-	LastExit   string    // e.g. "exit status 1", "signal: killed", or a start error
-	LastExitAt time.Time
-	Message    string // the reason of the last exit, e.g. "liveness probe failed: ..."
+	Name       string             `json:"name"`
+	Revision   serving.RevisionID `json:"revision"`
+	PID        int                `json:"pid"` // 0 while no process runs
+	Port       int                `json:"port"`
+	State      ReplicaState       `json:"state"`
+	Restarts   int                `json:"restarts"`
+	Created    time.Time          `json:"created"`
+	Started    time.Time          `json:"started"`            // when its current (or last) process started
+	LastExit   string             `json:"lastExit,omitempty"` // e.g. "exit status 1", "signal: killed", or a start error
+	LastExitAt time.Time          `json:"lastExitAt"`
+	Message    string             `json:"message,omitempty"` // the reason of the last exit, e.g. "liveness probe failed: ..."
 }
 
 // Supervisor runs replicas. Its methods are safe for concurrent use.

@@ -367,8 +367,6 @@ func TestCrashBackoff(t *testing.T) {
 		}
 		clk.Advance(wait)
 	}
-	st := ts.Status(rev.ID)
-	_ = st
 	waitFor(t, "ready after the crash loop", func() bool { return ts.Status(rev.ID).Ready == 1 })
 	if st := ts.Status(rev.ID); st.Failed || st.Message != "" {
 		t.Errorf("status after recovery: %+v", st)
