@@ -175,9 +175,10 @@ func TestAutoscalerInitialScaleZero(t *testing.T) {
 // reachable (and at least one pod when scale to zero is off), and never
 // down while panicking.
 func TestAutoscalerProperties(t *testing.T) {
-	runs := 200
+	t.Parallel()
+	runs := 80
 	if testing.Short() {
-		runs = 40
+		runs = 20
 	}
 	rng := rand.New(rand.NewPCG(11, 12))
 	var panicHeld, atMax, atMin, zero int
@@ -219,7 +220,7 @@ func TestAutoscalerProperties(t *testing.T) {
 		ready, level := 1, rng.Float64()*50
 		var prev Decision
 		idleUntil := 0
-		for s := 1; s <= 1200; s++ {
+		for s := 1; s <= 1000; s++ {
 			switch r := rng.IntN(1000); {
 			case s < idleUntil:
 			case r < 8:

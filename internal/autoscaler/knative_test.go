@@ -85,12 +85,12 @@ func knativeSpec(s Spec) *scaling.DeciderSpec {
 	}
 }
 
-// newKnative makes Knative's side and returns the time it was made at: its
-// autoscaler stamps an initial panic mode with time.Now(), so the series
-// starts there.
+// newKnative makes Knative's side and returns the times just before and
+// just after its autoscaler was made: it stamps an initial panic mode with
+// time.Now() in between.
 // kspec and km, when not nil, are Knative's own resolution of the revision
 // (MakeDecider, MakeMetric) to use instead of ours.
-func newKnative(t testing.TB, ms MetricSpec, spec Spec, ready int, kspec *scaling.DeciderSpec, km *autoscalingv1alpha1.Metric) (*knative, time.Time) {
+func newKnative(t testing.TB, ms MetricSpec, spec Spec, ready int, kspec *scaling.DeciderSpec, km *autoscalingv1alpha1.Metric) (*knative, time.Time, time.Time) {
 	if kspec == nil {
 		kspec = knativeSpec(spec)
 	}
@@ -117,7 +117,7 @@ func newKnative(t testing.TB, ms MetricSpec, spec Spec, ready int, kspec *scalin
 	t0 := time.Now()
 	k.scaler = scaling.New(attribute.NewSet(), noop.NewMeterProvider(),
 		testKey.Namespace, testKey.Name, k.collector, k.pods, kspec)
-	return k, t0
+	return k, t0, time.Now()
 }
 
 func (k *knative) record(now time.Time, s Stat) {
@@ -192,20 +192,28 @@ func (c coverage) String() string {
 func (sc scenario) run(t *testing.T, rng *rand.Rand, cov *coverage) {
 	t.Helper()
 	// Knative's autoscaler stamps its initial panic mode with time.Now(),
-	// a little after t0. The series starts at the next even second, start
-	// (so that it falls into one-second buckets and two-second delay buckets
-	// the same way on every run), at least 50 ms after t0, and no tick is
-	// within 10 ms after t0 plus a whole number of seconds: both see the
-	// same side of t0 + stable window.
-	k, t0 := newKnative(t, sc.metrics, sc.spec, sc.ready, sc.kspec, sc.kmetric)
+	// somewhere in [t0, t1]; ours is stamped t0. No tick may fall in
+	// [t0, t1] (plus a margin) plus a whole number of seconds, so that both
+	// see the same side of stamp + stable window. The series starts in the
+	// second of the next even Unix second, start (so that it falls into
+	// one-second buckets and two-second delay buckets the same way on every
+	// run), at least 50 ms after t0; at the whole second, or half a second
+	// into it when the whole second is too close after t0 plus whole
+	// seconds (ticks are at start plus whole seconds). Irregular ticks too
+	// close are moved back out of the zone.
+	k, t0, t1 := newKnative(t, sc.metrics, sc.spec, sc.ready, sc.kspec, sc.kmetric)
+	zone := t1.Sub(t0) + 10*time.Millisecond
 	ours := NewDecider(sc.spec, sc.ready, t0)
 	start := time.Unix(t0.Unix()/2*2+2, 0)
 	if start.Sub(t0) < 50*time.Millisecond {
 		start = start.Add(2 * time.Second)
 	}
+	if start.Sub(t0)%time.Second < zone {
+		start = start.Add(500 * time.Millisecond)
+	}
 	safe := func(at time.Time) time.Time {
-		if at.Sub(t0)%time.Second < 10*time.Millisecond {
-			return at.Add(-15 * time.Millisecond)
+		if at.Sub(t0)%time.Second < zone {
+			return at.Add(-zone - 5*time.Millisecond)
 		}
 		return at
 	}
@@ -436,6 +444,7 @@ func TestDeciderMatchesKnativeScripted(t *testing.T) {
 }
 
 func TestDeciderMatchesKnativeRandom(t *testing.T) {
+	t.Parallel()
 	runs := 300
 	if testing.Short() {
 		runs = 30
@@ -490,6 +499,7 @@ func TestDeciderMatchesKnativeRandom(t *testing.T) {
 // MakeDecider and MakeMetric on Knative's, and runs every scripted load
 // through both.
 func TestDeciderMatchesKnativeAnnotations(t *testing.T) {
+	t.Parallel()
 	rng := rand.New(rand.NewPCG(7, 8))
 	var cov coverage
 	for _, cl := range clusterSpread[:2] {
