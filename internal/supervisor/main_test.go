@@ -202,6 +202,9 @@ type fakeGateway struct {
 	inFlight map[string]int
 	hold     map[string]chan struct{}
 	badDials []string
+	// onSet, onInFlight: called (outside the fake's lock) to call back into the supervisor.
+	onSet      func(id serving.RevisionID, eps []serving.Endpoint)
+	onInFlight func(id serving.RevisionID)
 }
 
 func (g *fakeGateway) SetEndpoints(id serving.RevisionID, eps []serving.Endpoint) {
@@ -224,9 +227,17 @@ func (g *fakeGateway) SetEndpoints(id serving.RevisionID, eps []serving.Endpoint
 	}
 	g.eps[id] = slices.Clone(eps)
 	g.events = append(g.events, fmt.Sprintf("set %s %v", id, names))
+	if g.onSet != nil {
+		g.mu.Unlock()
+		g.onSet(id, eps)
+		g.mu.Lock()
+	}
 }
 
-func (g *fakeGateway) InFlight(_ serving.RevisionID, replica string) int {
+func (g *fakeGateway) InFlight(id serving.RevisionID, replica string) int {
+	if g.onInFlight != nil {
+		g.onInFlight(id)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.inFlight[replica]

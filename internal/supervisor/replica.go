@@ -221,6 +221,9 @@ func (r *replica) grace() time.Duration {
 // then SIGTERM, then SIGKILL once the grace period is over.
 func (r *replica) drainAndTerminate(p *process) {
 	s := r.s
+	// The stop's endpoint update may be in another goroutine's flush: wait until the gateway
+	// has it, so no new request is routed here once the drain starts.
+	s.waitSent(r.rev.ID, s.changed(r.rev.ID))
 	deadline := s.clock.Now().Add(r.grace())
 	ctx, cancel := context.WithTimeout(s.forceCtx, r.grace())
 	go func() {

@@ -31,8 +31,9 @@ var (
 	ErrClosed = errors.New("supervisor: shut down")
 )
 
-// Gateway is the part of the gateway the supervisor drives. Its methods must not call back
-// into the Supervisor.
+// Gateway is the part of the gateway the supervisor drives. The supervisor holds no lock while
+// it calls these methods, so they may call back into it (SetEndpoints poking an autoscaler
+// that calls Scale, say).
 type Gateway interface {
 	// SetEndpoints replaces the READY replicas of a revision.
 	SetEndpoints(id serving.RevisionID, eps []serving.Endpoint)
@@ -121,14 +122,18 @@ type Supervisor struct {
 	forceCtx context.Context // cancelled when Shutdown's ctx expires: kill without waiting
 	force    context.CancelFunc
 
-	epMu sync.Mutex // serialises endpoint computation + SetEndpoints so the last word wins
-
-	mu      sync.Mutex
-	closed  bool
-	revs    map[serving.RevisionID]*revState
-	byName  map[string]*replica // live replicas
-	lastEPs map[serving.RevisionID][]serving.Endpoint
-	wg      sync.WaitGroup
+	mu     sync.Mutex
+	closed bool
+	revs   map[serving.RevisionID]*revState
+	byName map[string]*replica // live replicas
+	wg     sync.WaitGroup
+	// Endpoint pushes (see changed): generations per revision, what was sent, who flushes.
+	lastEPs  map[serving.RevisionID][]serving.Endpoint
+	epGen    map[serving.RevisionID]uint64
+	epSent   map[serving.RevisionID]uint64
+	epDirty  map[serving.RevisionID]bool
+	flushing bool
+	epCond   *sync.Cond // on mu; broadcast when epSent advances
 }
 
 type revState struct {
@@ -173,8 +178,12 @@ func New(cfg Config) (*Supervisor, error) {
 		revs:    map[serving.RevisionID]*revState{},
 		byName:  map[string]*replica{},
 		lastEPs: map[serving.RevisionID][]serving.Endpoint{},
+		epGen:   map[serving.RevisionID]uint64{},
+		epSent:  map[serving.RevisionID]uint64{},
+		epDirty: map[serving.RevisionID]bool{},
 		probeTr: newProbeTransports(),
 	}
+	s.epCond = sync.NewCond(&s.mu)
 	switch cfg.Sandbox {
 	case SandboxAuto:
 		s.bwrap, _ = exec.LookPath("bwrap")
@@ -204,6 +213,24 @@ func (s *Supervisor) Scale(rev serving.Revision, n int) {
 	if n < 0 {
 		n = 0
 	}
+	// In-flight counts for choosing what to scale down are read with no lock held.
+	var ready []string
+	s.mu.Lock()
+	if rs := s.revs[rev.ID]; rs != nil {
+		for _, r := range rs.replicas {
+			if !r.stopping && r.state == Ready {
+				ready = append(ready, r.name)
+			}
+		}
+		if len(ready) <= n {
+			ready = nil // not scaling down
+		}
+	}
+	s.mu.Unlock()
+	inFlight := make(map[string]int, len(ready))
+	for _, name := range ready {
+		inFlight[name] = s.cfg.Gateway.InFlight(rev.ID, name)
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -216,7 +243,7 @@ func (s *Supervisor) Scale(rev serving.Revision, n int) {
 	}
 	rs.removing = false
 	rs.desired = n
-	s.reconcileLocked(rs)
+	s.reconcileLocked(rs, inFlight)
 	s.mu.Unlock()
 	s.changed(rev.ID)
 }
@@ -231,7 +258,7 @@ func (s *Supervisor) Remove(id serving.RevisionID) {
 	}
 	rs.desired = 0
 	rs.removing = true
-	s.reconcileLocked(rs)
+	s.reconcileLocked(rs, nil)
 	s.forgetIfDoneLocked(rs)
 	s.mu.Unlock()
 	s.changed(id)
@@ -313,7 +340,7 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	for id, rs := range s.revs {
 		rs.desired = 0
 		rs.removing = true
-		s.reconcileLocked(rs)
+		s.reconcileLocked(rs, nil)
 		s.forgetIfDoneLocked(rs)
 		ids = append(ids, id)
 	}
@@ -338,8 +365,9 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// reconcileLocked starts or stops replicas to reach rs.desired.
-func (s *Supervisor) reconcileLocked(rs *revState) {
+// reconcileLocked starts or stops replicas to reach rs.desired; inFlight (by replica name)
+// orders the scale-down.
+func (s *Supervisor) reconcileLocked(rs *revState, inFlight map[string]int) {
 	var active []*replica
 	for _, r := range rs.replicas {
 		if !r.stopping {
@@ -356,14 +384,15 @@ func (s *Supervisor) reconcileLocked(rs *revState) {
 		active = append(active, r)
 	}
 	if excess := len(active) - rs.desired; excess > 0 {
-		for _, r := range s.pickVictimsLocked(rs, active, excess) {
+		for _, r := range pickVictims(active, excess, inFlight) {
 			s.stopLocked(r)
 		}
 	}
 }
 
-// pickVictimsLocked orders replicas for scale-down: not ready first, then idle, then newest.
-func (s *Supervisor) pickVictimsLocked(rs *revState, active []*replica, n int) []*replica {
+// pickVictims orders replicas for scale-down: not ready first, then idle, then newest.
+// Called with s.mu held.
+func pickVictims(active []*replica, n int, inFlight map[string]int) []*replica {
 	type cand struct {
 		r        *replica
 		ready    bool
@@ -372,11 +401,7 @@ func (s *Supervisor) pickVictimsLocked(rs *revState, active []*replica, n int) [
 	}
 	cs := make([]cand, len(active))
 	for i, r := range active {
-		c := cand{r: r, ready: r.state == Ready, order: i}
-		if c.ready {
-			c.inFlight = s.cfg.Gateway.InFlight(rs.rev.ID, r.name)
-		}
-		cs[i] = c
+		cs[i] = cand{r: r, ready: r.state == Ready, inFlight: inFlight[r.name], order: i}
 	}
 	sort.SliceStable(cs, func(i, j int) bool {
 		a, b := cs[i], cs[j]
@@ -454,7 +479,7 @@ func (s *Supervisor) replicaGone(r *replica) {
 	delete(s.byName, r.name)
 	// A replica that left on its own (not stopping) is replaced.
 	if !r.stopping {
-		s.reconcileLocked(rs)
+		s.reconcileLocked(rs, nil)
 	}
 	s.forgetIfDoneLocked(rs)
 	s.mu.Unlock()
@@ -467,11 +492,52 @@ func (s *Supervisor) forgetIfDoneLocked(rs *revState) {
 	}
 }
 
-// changed pushes the ready endpoints of a revision to the gateway when they changed, and
-// calls OnChange.
-func (s *Supervisor) changed(id serving.RevisionID) {
-	s.epMu.Lock()
+// changed records that a revision's replicas changed, pushes its ready endpoints to the
+// gateway when they differ from the last ones sent, and calls OnChange. It returns the
+// change's generation (see waitSent). One goroutine at a time flushes, with no lock held
+// while the gateway is called, so SetEndpoints may call back into the Supervisor: such a
+// nested call is queued and flushed by the outer one, always with the latest state.
+func (s *Supervisor) changed(id serving.RevisionID) uint64 {
 	s.mu.Lock()
+	s.epGen[id]++
+	gen := s.epGen[id]
+	s.epDirty[id] = true
+	if !s.flushing {
+		s.flushing = true
+		for len(s.epDirty) > 0 {
+			var next serving.RevisionID
+			for k := range s.epDirty {
+				next = k
+				break
+			}
+			delete(s.epDirty, next)
+			g, eps, send := s.endpointsLocked(next)
+			if send {
+				s.mu.Unlock()
+				s.cfg.Gateway.SetEndpoints(next, eps)
+				s.mu.Lock()
+			}
+			if s.revs[next] == nil {
+				delete(s.epGen, next)
+				delete(s.epSent, next)
+				delete(s.lastEPs, next)
+			} else {
+				s.epSent[next] = g
+			}
+			s.epCond.Broadcast()
+		}
+		s.flushing = false
+	}
+	s.mu.Unlock()
+	if s.cfg.OnChange != nil {
+		s.cfg.OnChange(id)
+	}
+	return gen
+}
+
+// endpointsLocked computes the ready endpoints of a revision and whether they differ from
+// the last ones sent.
+func (s *Supervisor) endpointsLocked(id serving.RevisionID) (uint64, []serving.Endpoint, bool) {
 	var eps []serving.Endpoint
 	if rs := s.revs[id]; rs != nil {
 		for _, r := range rs.replicas {
@@ -481,20 +547,19 @@ func (s *Supervisor) changed(id serving.RevisionID) {
 		}
 	}
 	last, sent := s.lastEPs[id]
-	send := !sent || !slices.Equal(last, eps)
-	if send {
-		s.lastEPs[id] = eps
+	if sent && slices.Equal(last, eps) {
+		return s.epGen[id], eps, false
 	}
-	if s.revs[id] == nil {
-		delete(s.lastEPs, id)
-	}
-	s.mu.Unlock()
-	if send {
-		s.cfg.Gateway.SetEndpoints(id, eps)
-	}
-	s.epMu.Unlock()
-	if s.cfg.OnChange != nil {
-		s.cfg.OnChange(id)
+	s.lastEPs[id] = eps
+	return s.epGen[id], eps, true
+}
+
+// waitSent returns once the endpoints of change gen (or a later one) reached the gateway.
+func (s *Supervisor) waitSent(id serving.RevisionID, gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.revs[id] != nil && s.epSent[id] < gen {
+		s.epCond.Wait()
 	}
 }
 

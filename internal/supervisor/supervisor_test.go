@@ -571,3 +571,27 @@ func TestLogs(t *testing.T) {
 		}
 	}
 }
+
+// The gateway may call back into the supervisor from SetEndpoints and InFlight (an
+// autoscaler poked by the gateway scaling another revision, say) without deadlocking.
+func TestGatewayCallsBack(t *testing.T) {
+	t.Parallel()
+	gw := &fakeGateway{}
+	s, err := New(Config{Dir: t.TempDir(), Gateway: gw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	a, b := testRev("calla-00001"), testRev("callb-00001")
+	gw.onSet = func(id serving.RevisionID, eps []serving.Endpoint) {
+		if id == a.ID && len(eps) == 2 {
+			s.Scale(b, 1)
+			s.Scale(a, 1) // scale-down from within SetEndpoints: InFlight is asked too
+		}
+	}
+	gw.onInFlight = func(id serving.RevisionID) { _ = s.Status(id) }
+	s.Scale(a, 2)
+	waitFor(t, "b ready and a scaled down", func() bool {
+		return len(gw.endpoints(b.ID)) == 1 && len(gw.endpoints(a.ID)) == 1 && s.Status(a.ID).Actual == 1
+	})
+}
