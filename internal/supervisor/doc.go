@@ -100,5 +100,7 @@
 // 1 MiB) and to Dir/logs/<replica>.log, rotated to <replica>.log.1 at Config.LogFileBytes
 // (default 10 MiB). Logs(replica) reads both, also after the replica stopped (and after a
 // restart of infera, as long as the files are there); LogTail(replica) returns the ring of a
-// live replica. ReplicaStatus.PID is the group leader: bwrap's pid when sandboxed.
+// live replica. ReplicaStatus.PID is the group leader: bwrap's pid when sandboxed. The logs
+// of the last MaxStoppedLogs stopped replicas are kept; older ones are deleted. Dir/run/ holds
+// only live replicas' scratch: it is removed when a replica stops and emptied by New.
 package supervisor

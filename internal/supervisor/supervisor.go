@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -73,6 +74,9 @@ const (
 	minGraceAfterTerm = 2 * time.Second
 )
 
+// MaxStoppedLogs is how many stopped replicas keep their log files; older ones are deleted.
+const MaxStoppedLogs = 200
+
 // ReplicaState is where a replica is in its life.
 type ReplicaState string
 
@@ -127,6 +131,8 @@ type Supervisor struct {
 	revs   map[serving.RevisionID]*revState
 	byName map[string]*replica // live replicas
 	wg     sync.WaitGroup
+	// stopped names replicas whose log files are kept, oldest first (MaxStoppedLogs).
+	stopped []string
 	// Endpoint pushes (see changed): generations per revision, what was sent, who flushes.
 	lastEPs  map[serving.RevisionID][]serving.Endpoint
 	epGen    map[serving.RevisionID]uint64
@@ -197,11 +203,18 @@ func New(cfg Config) (*Supervisor, error) {
 	default:
 		return nil, fmt.Errorf("supervisor: unknown sandbox %q (want auto, bwrap or none)", cfg.Sandbox)
 	}
+	// Scratch of an earlier run (emptyDirs, secret files) belongs to replicas that died with
+	// it (Pdeathsig): remove it. One infera owns a state dir at a time (the store locks it).
+	if err := os.RemoveAll(s.runDir); err != nil {
+		return nil, fmt.Errorf("supervisor: clean %s: %w", s.runDir, err)
+	}
 	for _, d := range []string{s.logsDir, s.runDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("supervisor: %w", err)
 		}
 	}
+	s.stopped = existingLogs(s.logsDir)
+	s.pruneLogsLocked()
 	s.forceCtx, s.force = context.WithCancel(context.Background())
 	s.spawner = newSpawner()
 	return s, nil
@@ -477,6 +490,8 @@ func (s *Supervisor) replicaGone(r *replica) {
 	rs := r.rs
 	rs.replicas = slices.DeleteFunc(rs.replicas, func(x *replica) bool { return x == r })
 	delete(s.byName, r.name)
+	s.stopped = append(s.stopped, r.name)
+	s.pruneLogsLocked()
 	// A replica that left on its own (not stopping) is replaced.
 	if !r.stopping {
 		s.reconcileLocked(rs, nil)
@@ -484,6 +499,46 @@ func (s *Supervisor) replicaGone(r *replica) {
 	s.forgetIfDoneLocked(rs)
 	s.mu.Unlock()
 	s.changed(rs.rev.ID)
+}
+
+// pruneLogsLocked deletes the log files of all but the last MaxStoppedLogs stopped replicas.
+func (s *Supervisor) pruneLogsLocked() {
+	for len(s.stopped) > MaxStoppedLogs {
+		p := filepath.Join(s.logsDir, s.stopped[0]+".log")
+		_ = os.Remove(p)
+		_ = os.Remove(p + ".1")
+		s.stopped = s.stopped[1:]
+	}
+}
+
+// existingLogs lists the replicas with log files from earlier runs, oldest first.
+func existingLogs(dir string) []string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	type logFile struct {
+		name string
+		mod  time.Time
+	}
+	var fs []logFile
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".log")
+		if !ok || e.IsDir() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		fs = append(fs, logFile{name, info.ModTime()})
+	}
+	sort.Slice(fs, func(i, j int) bool { return fs[i].mod.Before(fs[j].mod) })
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.name
+	}
+	return out
 }
 
 func (s *Supervisor) forgetIfDoneLocked(rs *revState) {

@@ -282,3 +282,39 @@ func TestVolumeEnvName(t *testing.T) {
 		}
 	}
 }
+
+func TestLogRetention(t *testing.T) {
+	dir := t.TempDir()
+	logs := filepath.Join(dir, "logs")
+	os.MkdirAll(logs, 0o700)
+	leftover := filepath.Join(dir, "run", "old-00001-aaaaa", "files", "creds", "key")
+	os.MkdirAll(filepath.Dir(leftover), 0o700)
+	os.WriteFile(leftover, []byte("secret"), 0o600)
+	old := time.Now().Add(-time.Hour)
+	for i := range MaxStoppedLogs + 5 {
+		p := filepath.Join(logs, fmt.Sprintf("old-00001-%05d.log", i))
+		os.WriteFile(p, []byte("x"), 0o600)
+		os.Chtimes(p, old.Add(time.Duration(i)*time.Second), old.Add(time.Duration(i)*time.Second))
+	}
+	s, err := New(Config{Dir: dir, Gateway: &fakeGateway{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	ents, _ := os.ReadDir(logs)
+	if len(ents) != MaxStoppedLogs {
+		t.Errorf("%d log files kept, want %d", len(ents), MaxStoppedLogs)
+	}
+	for i, want := range map[int]bool{0: false, 4: false, 5: true, MaxStoppedLogs + 4: true} {
+		p := filepath.Join(logs, fmt.Sprintf("old-00001-%05d.log", i))
+		if _, err := os.Stat(p); (err == nil) != want {
+			t.Errorf("log %d kept = %v, want %v", i, err == nil, want)
+		}
+	}
+	if _, err := os.Stat(leftover); err == nil {
+		t.Error("secret file of an earlier run left in the run dir")
+	}
+	if _, err := s.Logs("old-00001-00010"); err != nil {
+		t.Errorf("log of a replica from an earlier run: %v", err)
+	}
+}
