@@ -230,19 +230,28 @@ func (d *departures) Pop() any {
 // Run replays trace (sorted by arrival, as ReadTrace returns it) through the
 // autoscaler with the revision and settings of o.
 func Run(trace []Request, o Options) (Result, error) {
+	s, err := newSim(trace, o)
+	if err != nil {
+		return Result{}, err
+	}
+	s.run()
+	return Result{Rows: s.rows, Summary: s.summary()}, nil
+}
+
+func newSim(trace []Request, o Options) (*sim, error) {
 	cc, err := autoscaler.ParseClusterConfig(o.Config)
 	if err != nil {
-		return Result{}, fmt.Errorf("simulate: %w", err)
+		return nil, fmt.Errorf("simulate: %w", err)
 	}
 	if o.ContainerConcurrency < 0 {
-		return Result{}, fmt.Errorf("simulate: containerConcurrency %d: must be >= 0", o.ContainerConcurrency)
+		return nil, fmt.Errorf("simulate: containerConcurrency %d: must be >= 0", o.ContainerConcurrency)
 	}
 	if o.ColdStart < 0 {
-		return Result{}, fmt.Errorf("simulate: cold start %v: must be >= 0", o.ColdStart)
+		return nil, fmt.Errorf("simulate: cold start %v: must be >= 0", o.ColdStart)
 	}
 	a := autoscaler.New(cc)
 	if err := a.Upsert(base, revisionID, o.Annotations, o.ContainerConcurrency); err != nil {
-		return Result{}, fmt.Errorf("simulate: %w", err)
+		return nil, fmt.Errorf("simulate: %w", err)
 	}
 	until := o.Until.Seconds()
 	if o.Until == 0 {
@@ -257,13 +266,15 @@ func Run(trace []Request, o Options) (Result, error) {
 
 	s := &sim{
 		a: a, cc: o.ContainerConcurrency, coldStart: o.ColdStart.Seconds(), trace: trace, until: until,
-		waits: make([]float64, 0, len(trace)),
+		waits: make([]float64, 0, len(trace)), started: make([]float64, len(trace)),
+	}
+	for i := range s.started {
+		s.started[i] = math.NaN()
 	}
 	for range initial.Desired {
 		s.add(0, true)
 	}
-	s.run()
-	return Result{Rows: s.rows, Summary: s.summary()}, nil
+	return s, nil
 }
 
 type sim struct {
@@ -288,6 +299,8 @@ type sim struct {
 	rows       []Row
 	created    int       // replicas made so far
 	waits      []float64 // queue wait of each request started (then of those never started)
+	started    []float64 // start time by trace index; NaN if never started
+	stats      []serving.Stat
 	replicaSec float64
 	coldStarts int
 	coldWaits  int
@@ -332,7 +345,9 @@ func (s *sim) run() {
 		}
 		// The end of a second: the gateway's stat.
 		if s.second+1 <= t {
-			s.a.Record(serving.Stat{Revision: revisionID, Time: at(s.second + 1), Concurrency: s.concInt, Requests: float64(s.arrivals)})
+			st := serving.Stat{Revision: revisionID, Time: at(s.second + 1), Concurrency: s.concInt, Requests: float64(s.arrivals)}
+			s.a.Record(st)
+			s.stats = append(s.stats, st)
 			s.second++
 			s.concInt, s.arrivals = 0, 0
 		}
@@ -439,6 +454,7 @@ func (s *sim) dispatch() {
 			return
 		}
 		req := s.trace[s.queue[0]]
+		s.started[s.queue[0]] = s.now
 		s.queue = s.queue[1:]
 		s.waits = append(s.waits, s.now-req.Arrival)
 		if best.readyAt > req.Arrival {

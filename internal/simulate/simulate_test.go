@@ -2,8 +2,13 @@ package simulate
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
+	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -315,5 +320,114 @@ func TestPercentile(t *testing.T) {
 	}
 	if percentile(nil, 99) != 0 || math.IsNaN(percentile([]float64{2}, 50)) {
 		t.Error("edge cases")
+	}
+}
+
+// TestRunInvariants replays random traces under random settings and checks
+// what must hold whatever the autoscaler does: the per-second concurrency
+// integrates to the time requests spent in the system (Little's law over the
+// run), the per-second arrivals add up to the trace, service is first come
+// first served and never before arrival, and the summary counts agree.
+func TestRunInvariants(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	var withUnserved, withColdWaits, withScaleDown int
+	for run := range 60 {
+		n := rng.IntN(300)
+		trace := make([]Request, n)
+		span := 1 + rng.Float64()*200
+		for i := range trace {
+			// Some arrivals on whole seconds, some durations 0.
+			a := rng.Float64() * span
+			if rng.IntN(5) == 0 {
+				a = math.Floor(a)
+			}
+			d := rng.ExpFloat64() * 3
+			if rng.IntN(10) == 0 {
+				d = 0
+			}
+			trace[i] = Request{Arrival: a, Duration: d}
+		}
+		slices.SortStableFunc(trace, func(a, b Request) int { return cmp.Compare(a.Arrival, b.Arrival) })
+		o := Options{
+			Annotations: map[string]string{
+				"autoscaling.knative.dev/window":    []string{"6s", "20s", "60s"}[rng.IntN(3)],
+				"autoscaling.knative.dev/max-scale": strconv.Itoa(rng.IntN(6)),
+				"autoscaling.knative.dev/min-scale": strconv.Itoa(rng.IntN(2)),
+			},
+			Config:               map[string]string{"scale-to-zero-grace-period": "6s"},
+			ContainerConcurrency: rng.IntN(4),
+			ColdStart:            time.Duration(rng.IntN(8000)) * time.Millisecond,
+			Until:                time.Duration(rng.IntN(400)) * time.Second,
+		}
+		if o.Annotations["autoscaling.knative.dev/max-scale"] == "0" {
+			delete(o.Annotations, "autoscaling.knative.dev/max-scale")
+		}
+		s, err := newSim(trace, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.run()
+		where := fmt.Sprintf("run %d (%d requests, %+v)", run, n, o)
+
+		var concSum, arrivals float64
+		for _, st := range s.stats {
+			concSum += st.Concurrency
+			arrivals += st.Requests
+		}
+		if len(s.stats) != int(s.until) {
+			t.Fatalf("%s: %d seconds measured, want %v", where, len(s.stats), s.until)
+		}
+		inSystem, counted, unserved := 0., 0, 0
+		lastStart := math.Inf(-1)
+		for i, r := range trace {
+			if r.Arrival >= s.until {
+				if !math.IsNaN(s.started[i]) {
+					t.Fatalf("%s: request %d arrived after the end and started", where, i)
+				}
+				continue
+			}
+			counted++
+			leave := s.until
+			if st := s.started[i]; !math.IsNaN(st) {
+				if st < r.Arrival || st < lastStart {
+					t.Fatalf("%s: request %d (arrival %v) started at %v, after one started at %v", where, i, r.Arrival, st, lastStart)
+				}
+				lastStart = st
+				leave = min(st+r.Duration, s.until)
+			} else {
+				unserved++
+				lastStart = math.Inf(1) // nobody after it may start
+			}
+			inSystem += leave - r.Arrival
+		}
+		if math.Abs(concSum-inSystem) > 1e-6*(1+inSystem) {
+			t.Fatalf("%s: concurrency integrates to %v, requests spent %v in the system", where, concSum, inSystem)
+		}
+		if int(arrivals) != counted {
+			t.Fatalf("%s: %v arrivals measured, %d in the trace", where, arrivals, counted)
+		}
+		sum := s.summary()
+		if sum.Requests != counted || sum.Unserved != unserved {
+			t.Fatalf("%s: summary %+v, want %d requests, %d unserved", where, sum, counted, unserved)
+		}
+		if unserved > 0 {
+			withUnserved++
+		}
+		if sum.ColdWaits > 0 {
+			withColdWaits++
+		}
+		maxS, _ := strconv.Atoi(o.Annotations["autoscaling.knative.dev/max-scale"])
+		for i, r := range s.rows {
+			if i > 0 && r.Desired < s.rows[i-1].Desired {
+				withScaleDown++
+			}
+			if maxS > 0 && (r.Desired > maxS || r.Ready > maxS) {
+				t.Fatalf("%s: above max-scale: %+v", where, r)
+			}
+		}
+	}
+	if withUnserved == 0 || withColdWaits == 0 || withScaleDown == 0 {
+		t.Errorf("the random runs missed a case: %d with unserved requests, %d with cold-start waits, %d scale-downs",
+			withUnserved, withColdWaits, withScaleDown)
 	}
 }
