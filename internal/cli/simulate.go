@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -60,6 +61,9 @@ Exit status: 0 done, 1 invalid manifests or trace, 2 usage.`,
 			}
 			if tracePath == "" {
 				return fail(ExitUsage, "simulate: no trace: pass --trace TRACE.csv (header arrival_s,duration_s)")
+			}
+			if tracePath == "-" && slices.Contains(files, "-") {
+				return fail(ExitUsage, "simulate: -f - and --trace - cannot both read standard input")
 			}
 			format, err := simulate.ParseFormat(output)
 			if err != nil {

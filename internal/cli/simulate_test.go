@@ -113,6 +113,7 @@ func TestSimulate(t *testing.T) {
 	}{
 		{"no manifests", []string{"simulate", "--trace", p("trace.csv")}, ExitUsage, "pass -f"},
 		{"no trace", []string{"simulate", "-f", p("svc.yaml")}, ExitUsage, "--trace"},
+		{"two stdins", []string{"simulate", "-f", "-", "--trace", "-"}, ExitUsage, "standard input"},
 		{"bad output", append(base, "-o", "json"), ExitUsage, "csv or table"},
 		{"bad sweep", append(base, "--sweep", "nonsense=1"), ExitUsage, "unknown setting"},
 		{"invalid manifest, as validate reports it", []string{"simulate", "-f", p("bad.yaml"), "--trace", p("trace.csv")}, ExitFailure,
