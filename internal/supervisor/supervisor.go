@@ -343,6 +343,14 @@ func (s *Supervisor) LogTail(replica string) ([]byte, error) {
 	return r.log.tail(), nil
 }
 
+// Run waits for ctx to end, then stops every replica gracefully (Shutdown) and returns once
+// they and the supervisor's goroutines are gone. Each replica's stop is bounded by its
+// revision's timeout plus the kubelet's 2 s, so Run returns in bounded time.
+func (s *Supervisor) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return s.Shutdown(context.WithoutCancel(ctx))
+}
+
 // Shutdown stops every replica gracefully and in parallel. When ctx ends first, the remaining
 // replicas are killed at once and ctx's error is returned. Scale does nothing afterwards.
 func (s *Supervisor) Shutdown(ctx context.Context) error {

@@ -595,3 +595,19 @@ func TestGatewayCallsBack(t *testing.T) {
 		return len(gw.endpoints(b.ID)) == 1 && len(gw.endpoints(a.ID)) == 1 && s.Status(a.ID).Actual == 1
 	})
 }
+
+func TestRunStopsOnCancel(t *testing.T) {
+	t.Parallel()
+	ts := newTestSup(t, Config{})
+	pid := ts.waitReady(t, testRev("run-00001"), 1)[0].PID
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ts.Run(ctx) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !pidGone(pid) || len(ts.Replicas()) != 0 {
+		t.Error("replica left after Run returned")
+	}
+}
