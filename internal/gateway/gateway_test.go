@@ -40,7 +40,7 @@ func TestRouting(t *testing.T) {
 			Targets: []serving.Target{{Revision: a, Percent: 100}}, Models: []string{"alpha", "llama-3"}},
 		{Namespace: "default", Service: "beta", Host: "beta.default.localhost",
 			Targets: []serving.Target{{Revision: b1, Percent: 100, Tag: "current"}, {Revision: b2, Percent: 0, Tag: "next"}},
-			Models: []string{"beta"}},
+			Models:  []string{"beta"}},
 	})
 	tests := []struct {
 		name, method, host, path, body string
@@ -68,7 +68,9 @@ func TestRouting(t *testing.T) {
 			}
 			mustContain(t, res.body, tc.want)
 			if tc.code == 404 {
-				var v struct{ Error struct{ Message, Type string } }
+				var v struct {
+					Error struct{ Message, Type string }
+				}
 				if err := json.Unmarshal([]byte(res.body), &v); err != nil || v.Error.Type != "not_found" {
 					t.Fatalf("404 body %q is not the JSON error: %v", res.body, err)
 				}
@@ -482,15 +484,24 @@ func TestMaxBodyBytes(t *testing.T) {
 	rg.service("m", serving.Revision{}, backend(t, "r1", named("r1")))
 	tests := []struct {
 		name, host, path, body string
+		chunked                bool // no Content-Length: the limit is found while streaming
 		code                   int
 	}{
-		{"within", "m.default.localhost", "/", "12345678", 200},
-		{"over, by host", "m.default.localhost", "/", "123456789", 413},
-		{"over, by model", "127.0.0.1", "/v1/completions", `{"model":"m"}`, 413},
+		{"within", "m.default.localhost", "/", "12345678", false, 200},
+		{"within, chunked", "m.default.localhost", "/", "12345678", true, 200},
+		{"over, by host", "m.default.localhost", "/", "123456789", false, 413},
+		{"over, chunked", "m.default.localhost", "/", "123456789", true, 413},
+		{"over, by model", "127.0.0.1", "/v1/completions", `{"model":"m"}`, false, 413},
+		{"over, by model, chunked", "127.0.0.1", "/v1/completions", `{"model":"m"}`, true, 413},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			res := rg.do(rg.newRequest(context.Background(), "POST", tc.host, tc.path, tc.body))
+			req := rg.newRequest(context.Background(), "POST", tc.host, tc.path, tc.body)
+			if tc.chunked {
+				req.Body = io.NopCloser(strings.NewReader(tc.body))
+				req.ContentLength = -1
+			}
+			res := rg.do(req)
 			if res.code != tc.code {
 				t.Fatalf("%d %q", res.code, res.body)
 			}

@@ -171,6 +171,9 @@ func (c *call) onResponseStartTimeout() {
 // onIdleTimeout ends a request that wrote nothing to the client for IdleTimeout (counted from
 // arrival until the first write, as Knative's timeout handler does).
 func (c *call) onIdleTimeout() {
+	if c.ctx.Err() != nil {
+		return // the request has ended: do not re-arm
+	}
 	idle := c.cfg.IdleTimeout
 	last := c.last.Load()
 	if last != 0 {
@@ -244,8 +247,12 @@ func (c *call) forward(ep *endpoint) (retry bool) {
 		return false
 	}
 	flusher, _ := c.w.(http.Flusher)
-	if flusher != nil {
-		flusher.Flush() // headers out now: a stream's client sees its response start at once
+	// A response of unknown length (SSE, chunked) is a stream: its headers go out at once and
+	// every write is flushed. One of known length is flushed after every write but its last,
+	// which the end of the handler sends with the headers: one write for a small response.
+	stream := res.ContentLength < 0
+	if stream && flusher != nil {
+		flusher.Flush()
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -259,7 +266,7 @@ func (c *call) forward(ep *endpoint) (retry bool) {
 			if werr != nil {
 				return false // the client went away
 			}
-			if flusher != nil {
+			if flusher != nil && (stream || c.size < res.ContentLength) {
 				flusher.Flush()
 			}
 		}
