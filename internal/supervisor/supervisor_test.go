@@ -73,7 +73,8 @@ func TestEnvContract(t *testing.T) {
 func needBwrap(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("bwrap"); err != nil {
-		t.Skip("bwrap (bubblewrap) not installed")
+		// Never a silent skip: scripts/test.sh installs bubblewrap; without it this fails.
+		t.Fatal("bwrap (bubblewrap) not installed: apt-get install bubblewrap (scripts/test.sh does)")
 	}
 }
 

@@ -1,0 +1,265 @@
+// Package e2e runs infera end to end: the real binary (`infera up` as a child process), real
+// replica processes, real sockets. Replicas are this test binary re-executed as a small HTTP app
+// (see app_test.go), or `infera model-server`.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/infera-dev/infera/internal/platform"
+)
+
+var (
+	inferaBin string // built once by TestMain
+	appBin    string // this test binary, run as a replica app
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(appEnv) != "" {
+		runApp()
+		return
+	}
+	dir, err := os.MkdirTemp("", "infera-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	inferaBin = filepath.Join(dir, "infera")
+	build := exec.Command("go", "build", "-o", inferaBin, "github.com/infera-dev/infera/cmd/infera")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building infera:", err)
+		os.Exit(1)
+	}
+	if appBin, err = os.Executable(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a child's output for failure messages.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// up is a running `infera up`.
+type up struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	gateway  string // host:port
+	admin    string
+	stateDir string
+	out      *syncBuffer
+	client   *platform.Client
+	done     chan error
+}
+
+var addrLine = regexp.MustCompile(`^(gateway|admin)\s+http://(\S+)`)
+
+// startUp runs `infera up -f manifests` on free ports and waits until it listens.
+func startUp(t *testing.T, manifests string, args ...string) *up {
+	t.Helper()
+	dir := t.TempDir()
+	return startUpIn(t, dir, manifests, args...)
+}
+
+func startUpIn(t *testing.T, stateDir, manifests string, args ...string) *up {
+	t.Helper()
+	argv := []string{"up", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--state-dir", stateDir, "--log-level", "debug"}
+	if manifests != "" {
+		f := filepath.Join(t.TempDir(), "manifests.yaml")
+		if err := os.WriteFile(f, []byte(manifests), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		argv = append(argv, "-f", f)
+	}
+	argv = append(argv, args...)
+	cmd := exec.Command(inferaBin, argv...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	u := &up{t: t, cmd: cmd, stateDir: stateDir, out: out, done: make(chan error, 1)}
+	addrs := make(chan [2]string, 4)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			out.Write([]byte(line + "\n"))
+			if m := addrLine.FindStringSubmatch(line); m != nil {
+				addrs <- [2]string{m[1], m[2]}
+			}
+		}
+		u.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { u.stop(syscall.SIGKILL) })
+	deadline := time.After(60 * time.Second)
+	for u.gateway == "" || u.admin == "" {
+		select {
+		case a := <-addrs:
+			if a[0] == "gateway" {
+				u.gateway = a[1]
+			} else {
+				u.admin = a[1]
+			}
+		case err := <-u.done:
+			t.Fatalf("infera up exited before listening: %v\n%s", err, out)
+		case <-deadline:
+			t.Fatalf("infera up did not listen within 60s\n%s", out)
+		}
+	}
+	u.client = platform.NewClient(u.admin)
+	return u
+}
+
+// stop signals infera up and waits for it to exit; it returns the exit error.
+func (u *up) stop(sig syscall.Signal) error {
+	if u.cmd.ProcessState != nil {
+		return nil
+	}
+	u.cmd.Process.Signal(sig)
+	select {
+	case err := <-u.done:
+		u.done <- err
+		return err
+	case <-time.After(90 * time.Second):
+		syscall.Kill(-u.cmd.Process.Pid, syscall.SIGKILL)
+		u.t.Errorf("infera up did not exit within 90s of %v\n%s", sig, u.out)
+		return <-u.done
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	last := ""
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true within %v; last state: %s", what, within, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitReady waits until the service is Ready.
+func (u *up) waitReady(name string) platform.ServiceView {
+	u.t.Helper()
+	var got platform.ServiceView
+	eventually(u.t, 60*time.Second, "service "+name+" ready", func() (bool, string) {
+		svcs, err := u.client.Services(context.Background())
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, s := range svcs {
+			if s.Name == name {
+				got = s
+				return s.Ready == "True", fmt.Sprintf("%+v\n%s", s, u.out)
+			}
+		}
+		return false, "no such service\n" + u.out.String()
+	})
+	return got
+}
+
+func (u *up) revisions(t *testing.T) []platform.RevisionView {
+	t.Helper()
+	revs, err := u.client.Revisions(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return revs
+}
+
+func (u *up) replicas(t *testing.T) []platform.Replica {
+	t.Helper()
+	reps, err := u.client.Replicas(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reps
+}
+
+// apply applies manifests to the running up.
+func (u *up) apply(t *testing.T, manifests string) platform.ApplyResult {
+	t.Helper()
+	cmd := exec.Command(inferaBin, "apply", "--admin", u.admin, "-f", "-")
+	cmd.Stdin = strings.NewReader(manifests)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("infera apply: %v\n%s", err, out)
+	}
+	return platform.ApplyResult{}
+}
+
+var httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 120 * time.Second}
+
+// get sends a request for host through the gateway.
+func (u *up) do(method, host, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequest(method, "http://"+u.gateway+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Host = host
+	return httpClient.Do(req)
+}
+
+func (u *up) get(t *testing.T, host, path string) (int, string) {
+	t.Helper()
+	resp, err := u.do(http.MethodGet, host, path, nil)
+	if err != nil {
+		t.Fatalf("GET %s%s: %v", host, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func mustJSON(t *testing.T, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+}

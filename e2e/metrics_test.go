@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrape fetches the admin /metrics and parses it with Prometheus's own text parser.
+func (u *up) scrape(t *testing.T) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + u.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("/metrics is not valid Prometheus text: %v", err)
+	}
+	return families
+}
+
+// sample finds the value of a metric whose labels include want.
+func sample(families map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	f, ok := families[name]
+	if !ok {
+		return 0, false
+	}
+	for _, m := range f.Metric {
+		match := 0
+		for _, l := range m.Label {
+			if v, ok := want[l.GetName()]; ok && v == l.GetValue() {
+				match++
+			}
+		}
+		if match != len(want) {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+func TestMetricsKeepKnativeNames(t *testing.T) {
+	u := startUp(t, appService("counted", nil, nil, "", ""))
+	u.waitReady("counted")
+	for i := 0; i < 5; i++ {
+		if code, _ := u.get(t, "counted.default.localhost", "/"); code != 200 {
+			t.Fatalf("status %d", code)
+		}
+	}
+	rev := map[string]string{"namespace_name": "default", "service_name": "counted", "configuration_name": "counted", "revision_name": "counted-00001"}
+	eventually(t, 10*time.Second, "metrics", func() (bool, string) {
+		fams := u.scrape(t)
+		ok200 := map[string]string{"revision_name": "counted-00001", "response_code": "200", "response_code_class": "2xx"}
+		n, found := sample(fams, "revision_request_count", ok200)
+		if !found || n < 5 {
+			return false, "revision_request_count{response_code=200} missing or < 5"
+		}
+		if _, found := sample(fams, "revision_request_latencies", map[string]string{"revision_name": "counted-00001"}); !found {
+			return false, "revision_request_latencies missing"
+		}
+		if d, found := sample(fams, "autoscaler_desired_pods", rev); !found || d != 1 {
+			return false, "autoscaler_desired_pods missing or not 1"
+		}
+		for _, name := range []string{"autoscaler_actual_pods", "autoscaler_panic_mode", "autoscaler_stable_request_concurrency",
+			"autoscaler_target_concurrency_per_pod", "autoscaler_excess_burst_capacity"} {
+			if _, found := sample(fams, name, rev); !found {
+				return false, name + " missing"
+			}
+		}
+		return true, ""
+	})
+}

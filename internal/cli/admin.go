@@ -1,0 +1,302 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/infera-dev/infera/internal/manifest"
+	"github.com/infera-dev/infera/internal/platform"
+)
+
+// DefaultAdmin is the admin API address `infera up` listens on and the other commands call.
+const DefaultAdmin = "127.0.0.1:8081"
+
+func adminFlag(cmd *cobra.Command, admin *string) {
+	def := DefaultAdmin
+	if v := os.Getenv("INFERA_ADMIN"); v != "" {
+		def = v
+	}
+	cmd.Flags().StringVar(admin, "admin", def, "admin address of the running infera up (env INFERA_ADMIN)")
+}
+
+func clientError(name string, err error) error {
+	var re *platform.ResultError
+	if errors.As(err, &re) {
+		return fail(ExitFailure, "%s: %s", name, re.Msg)
+	}
+	if errors.Is(err, platform.ErrNotRunning) {
+		return fail(ExitFailure, "%s: %v", name, err)
+	}
+	return fail(ExitFailure, "%s: %v", name, err)
+}
+
+func printResult(stdio IO, res platform.ApplyResult) {
+	for _, p := range res.Problems {
+		fmt.Fprintln(stdio.ErrOut, p)
+	}
+	for _, c := range res.Changes {
+		fmt.Fprintln(stdio.Out, c.String())
+	}
+}
+
+func newApply(stdio IO) *cobra.Command {
+	var files []string
+	var admin string
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE|DIR|- [-f ...]",
+		Short: "Apply manifests to a running infera up, all or nothing",
+		Long: `Apply validates the whole set against what is already applied (exactly as infera validate
+does) and stores all of it, or nothing when any document has an error. Services are reconciled
+at once: a changed template makes a new revision, and traffic moves when it is ready.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sources, err := readInput("apply", files, stdio)
+			if err != nil {
+				return err
+			}
+			res, err := platform.NewClient(admin).Apply(cmd.Context(), sources, dryRun)
+			var re *platform.ResultError
+			if errors.As(err, &re) {
+				printResult(stdio, re.Result)
+				fmt.Fprintf(stdio.ErrOut, "%d error(s), %d warning(s): nothing was applied\n", re.Result.Errors, re.Result.Warnings)
+				return silent(ExitFailure)
+			}
+			if err != nil {
+				return clientError("apply", err)
+			}
+			printResult(stdio, res)
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory or - for stdin (repeatable)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate against the running state and show what would change")
+	adminFlag(cmd, &admin)
+	return cmd
+}
+
+func newDelete(stdio IO) *cobra.Command {
+	var files []string
+	var admin string
+	cmd := &cobra.Command{
+		Use:   "delete -f FILE|DIR|- [-f ...]",
+		Short: "Delete the objects named in manifests from a running infera up",
+		Long: `Delete removes every object the manifests name. Deleting a Service stops its replicas
+(drained first) and removes its revisions.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sources, err := readInput("delete", files, stdio)
+			if err != nil {
+				return err
+			}
+			res, err := platform.NewClient(admin).Delete(cmd.Context(), sources)
+			var re *platform.ResultError
+			if errors.As(err, &re) {
+				printResult(stdio, re.Result)
+				return silent(ExitFailure)
+			}
+			if err != nil {
+				return clientError("delete", err)
+			}
+			printResult(stdio, res)
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory or - for stdin (repeatable)")
+	adminFlag(cmd, &admin)
+	return cmd
+}
+
+func readInput(name string, files []string, stdio IO) ([]manifest.Source, error) {
+	if len(files) == 0 {
+		return nil, fail(ExitUsage, "%s: no input: pass -f FILE, -f DIR or -f -", name)
+	}
+	sources, err := manifest.ReadSources(files, stdinOr(stdio.In))
+	if err != nil {
+		return nil, fail(ExitFailure, "%s: %v", name, err)
+	}
+	return sources, nil
+}
+
+func newGet(stdio IO) *cobra.Command {
+	var admin, output string
+	cmd := &cobra.Command{
+		Use:       "get services|revisions|replicas",
+		Short:     "List services, revisions or replicas of a running infera up",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"services", "revisions", "replicas"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "" && output != "json" {
+				return fail(ExitUsage, "get: -o %q: must be json or empty", output)
+			}
+			c := platform.NewClient(admin)
+			var v any
+			var err error
+			switch strings.TrimSuffix(args[0], "s") {
+			case "service", "ksvc":
+				v, err = c.Services(cmd.Context())
+			case "revision":
+				v, err = c.Revisions(cmd.Context())
+			case "replica":
+				v, err = c.Replicas(cmd.Context())
+			case "dataset":
+				return fail(ExitUsage, "get datasets: not available yet: lands with the model-cache issue")
+			default:
+				return fail(ExitUsage, "get: unknown resource %q: use services, revisions or replicas", args[0])
+			}
+			if err != nil {
+				return clientError("get", err)
+			}
+			if output == "json" {
+				enc := json.NewEncoder(stdio.Out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(v)
+			}
+			printTable(stdio.Out, v)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "json for the full objects")
+	adminFlag(cmd, &admin)
+	return cmd
+}
+
+func printTable(w io.Writer, v any) {
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	defer tw.Flush()
+	switch rows := v.(type) {
+	case []platform.ServiceView:
+		fmt.Fprintln(tw, "NAMESPACE\tNAME\tURL\tLATEST\tREADY\tREASON")
+		for _, s := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Name, s.URL, dash(s.LatestCreated), s.Ready, dash(s.Reason))
+		}
+	case []platform.RevisionView:
+		fmt.Fprintln(tw, "NAMESPACE\tNAME\tSERVICE\tGENERATION\tROUTED\tREADY\tREPLICAS\tDESIRED\tPANIC\tREASON")
+		for _, r := range rows {
+			desired, panic := "-", "-"
+			if r.Decision != nil {
+				desired, panic = fmt.Sprint(r.Decision.Desired), fmt.Sprint(r.Decision.Panic)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%d/%d\t%s\t%s\t%s\n", r.Namespace, r.Name, r.Service, r.Generation,
+				r.Routed, r.Ready, r.ReadyReplicas, r.RunningReplicas, desired, panic, dash(r.Reason))
+		}
+	case []platform.Replica:
+		fmt.Fprintln(tw, "NAME\tREVISION\tSTATE\tPID\tADDRESS\tRESTARTS\tIN-FLIGHT\tAGE")
+		for _, r := range rows {
+			age := "-"
+			if !r.Started.IsZero() {
+				age = time.Since(r.Started).Round(time.Second).String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", r.Name, r.Revision, r.State, r.PID, dash(r.Addr), r.Restarts, r.InFlight, age)
+		}
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newDescribe(stdio IO) *cobra.Command {
+	var admin, namespace, output string
+	cmd := &cobra.Command{
+		Use:   "describe service NAME",
+		Short: "Show a service of a running infera up with its revisions, replicas and conditions",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if kind := strings.TrimSuffix(args[0], "s"); kind != "service" && kind != "ksvc" {
+				return fail(ExitUsage, "describe: unknown resource %q: use service", args[0])
+			}
+			d, err := platform.NewClient(admin).Describe(cmd.Context(), namespace, args[1])
+			if err != nil {
+				return clientError("describe", err)
+			}
+			if output == "json" {
+				enc := json.NewEncoder(stdio.Out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(d)
+			}
+			printDescribe(stdio.Out, d)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", manifest.DefaultNamespace, "namespace")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "json for the full object")
+	adminFlag(cmd, &admin)
+	return cmd
+}
+
+func printDescribe(w io.Writer, d platform.ServiceDetail) {
+	s := d.Service
+	fmt.Fprintf(w, "Name:        %s\nNamespace:   %s\nURL:         %s\nGeneration:  %d\n", s.Name, s.Namespace, s.URL, s.Generation)
+	if len(s.Models) > 0 {
+		fmt.Fprintf(w, "Models:      %s\n", strings.Join(s.Models, ", "))
+	}
+	fmt.Fprintf(w, "\nTraffic:\n")
+	for _, t := range s.Traffic {
+		latest := ""
+		if t.LatestRevision {
+			latest = " (latest ready)"
+		}
+		tag := ""
+		if t.Tag != "" {
+			tag = fmt.Sprintf("  #%s %s", t.Tag, t.URL)
+		}
+		fmt.Fprintf(w, "  %3d%%  %s%s%s\n", t.Percent, t.Revision, latest, tag)
+	}
+	fmt.Fprintf(w, "\nRevisions:\n")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tIMAGE\tCC\tREADY\tREPLICAS\tDESIRED\tPANIC\tREASON")
+	for _, r := range d.Revisions {
+		desired, panic := "-", "-"
+		if r.Decision != nil {
+			desired, panic = fmt.Sprint(r.Decision.Desired), fmt.Sprint(r.Decision.Panic)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%d/%d\t%s\t%s\t%s\n", r.Name, dash(r.Image), r.ContainerConcurrency, r.Ready,
+			r.ReadyReplicas, r.RunningReplicas, desired, panic, dash(r.Message))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nReplicas:\n")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tSTATE\tPID\tADDRESS\tRESTARTS\tLAST EXIT")
+	for _, r := range d.Replicas {
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%d\t%s\n", r.Name, r.State, r.PID, dash(r.Addr), r.Restarts, dash(r.LastExit))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nConditions:\n")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  TYPE\tSTATUS\tREASON\tMESSAGE")
+	for _, c := range s.Conditions {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.Type, c.Status, dash(c.Reason), dash(c.Message))
+	}
+	tw.Flush()
+}
+
+func newLogs(stdio IO) *cobra.Command {
+	var admin, namespace, replica string
+	cmd := &cobra.Command{
+		Use:   "logs SERVICE [--replica NAME]",
+		Short: "Print the logs of a service's replicas",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := platform.NewClient(admin).Logs(cmd.Context(), namespace, args[0], replica, stdio.Out); err != nil {
+				return clientError("logs", err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", manifest.DefaultNamespace, "namespace")
+	cmd.Flags().StringVar(&replica, "replica", "", "one replica's log (see infera get replicas)")
+	adminFlag(cmd, &admin)
+	return cmd
+}

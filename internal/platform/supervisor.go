@@ -1,0 +1,52 @@
+package platform
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/infera-dev/infera/internal/gateway"
+	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/supervisor"
+)
+
+// supervisorAdapter shows the supervisor to the controller and the admin API, with each
+// replica's in-flight requests from the gateway.
+type supervisorAdapter struct {
+	s  *supervisor.Supervisor
+	gw *gateway.Gateway
+}
+
+func (a supervisorAdapter) Scale(rev serving.Revision, n int) { a.s.Scale(rev, n) }
+func (a supervisorAdapter) Remove(id serving.RevisionID)      { a.s.Remove(id) }
+
+func (a supervisorAdapter) Status(id serving.RevisionID) RevisionStatus {
+	st := a.s.Status(id)
+	running := 0
+	for _, r := range a.s.Replicas() {
+		if r.Revision == id {
+			running++
+		}
+	}
+	return RevisionStatus{Ready: st.Ready, Running: running, Failed: st.Failed, Message: st.Message}
+}
+
+func (a supervisorAdapter) Replicas() []Replica {
+	var out []Replica
+	for _, r := range a.s.Replicas() {
+		rep := Replica{
+			Name: r.Name, Revision: string(r.Revision), PID: r.PID, State: string(r.State),
+			Restarts: r.Restarts, Started: r.Started, LastExit: r.LastExit,
+			InFlight: a.gw.InFlight(r.Revision, r.Name),
+		}
+		if r.Port > 0 {
+			rep.Addr = fmt.Sprintf("127.0.0.1:%d", r.Port)
+		}
+		if r.Message != "" && rep.LastExit != "" {
+			rep.LastExit += ": " + r.Message
+		}
+		out = append(out, rep)
+	}
+	return out
+}
+
+func (a supervisorAdapter) Logs(replica string) (io.ReadCloser, error) { return a.s.Logs(replica) }
