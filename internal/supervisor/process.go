@@ -259,7 +259,7 @@ type process struct {
 
 // startProcess starts argv (command + args) as the replica's main process, output to its log.
 func (s *Supervisor) startProcess(r *replica, command, args []string, sb *sandbox) (*process, error) {
-	argv := append(append([]string{}, command...), args...)
+	argv := r.expandArgs(append(append([]string{}, command...), args...))
 	cmd, err := r.command(argv, sb)
 	if err != nil {
 		return nil, err
