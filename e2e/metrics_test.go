@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,5 +84,25 @@ func TestMetricsKeepKnativeNames(t *testing.T) {
 			}
 		}
 		return true, ""
+	})
+}
+
+func TestRequestLogFromConfigObservability(t *testing.T) {
+	u := startUp(t, `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: config-observability
+  namespace: knative-serving
+data:
+  logging.enable-request-log: "true"
+  logging.request-log-template: 'REQ {{.Request.Method}} {{.Request.Host}} {{.Response.Code}} {{.Revision.Name}} {{.Revision.Service}}'
+---
+`+appService("logged", nil, nil, "", ""))
+	u.waitReady("logged")
+	if code, _ := u.get(t, "logged.default.localhost", "/"); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	eventually(t, 10*time.Second, "request log line", func() (bool, string) {
+		return strings.Contains(u.out.String(), "REQ GET logged.default.localhost 200 logged-00001 logged"), ""
 	})
 }

@@ -20,8 +20,8 @@ func newUp(stdio IO) *cobra.Command {
 		Long: `Up runs everything in the foreground: the state store, the reconciler, the gateway (activator,
 load balancer and queue-proxy in one hop), the autoscaler, the replica supervisor and the admin
 API. It applies the manifests given with -f (all or nothing) and restores whatever an earlier run
-stored, so a restart brings every service back. With no -f and an empty state it runs the bundled
-quickstart: a Service "llm" serving infera's reference model server.
+stored, so a restart brings every service back. With no -f and an empty state dir it runs the
+bundled quickstart: a Service "llm" serving infera's reference model server.
 
 SIGINT or SIGTERM stops it gracefully: no new connections, in-flight requests finish (up to the
 largest timeoutSeconds), then replicas are drained and stopped. A second signal exits at once.`,

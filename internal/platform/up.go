@@ -32,8 +32,8 @@ type UpConfig struct {
 	Listen   string // gateway, default 127.0.0.1:8080
 	Admin    string // admin API, default 127.0.0.1:8081
 	StateDir string // default store.DefaultDir()
-	// Sources are applied (all or nothing) before serving; none means the bundled quickstart
-	// when Quickstart is set.
+	// Sources are applied (all or nothing) before serving. With none, Quickstart set and an
+	// empty store, the bundled quickstart is applied.
 	Sources    []manifest.Source
 	Quickstart bool
 	Self       string // the infera binary replicas run for command "infera"; default os.Executable
@@ -95,7 +95,7 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	sources := cfg.Sources
-	if len(sources) == 0 && cfg.Quickstart {
+	if len(sources) == 0 && cfg.Quickstart && st.Revision() == 0 {
 		if sources, err = prepareQuickstart(cfg.StateDir, cfg.Out); err != nil {
 			return err
 		}
@@ -233,6 +233,9 @@ func printCurls(w io.Writer, st *store.Store, port int) {
 		return
 	}
 	domain := snap.knativeConfig().Domain()
+	if len(snap.services) == 0 {
+		fmt.Fprintln(w, "\nno services yet: infera apply -f SERVICE.yaml (the quickstart runs only on an empty state dir)")
+	}
 	for _, s := range snap.services {
 		host := fmt.Sprintf("%s.%s.%s:%d", s.Name, s.Namespace, domain, port)
 		fmt.Fprintf(w, "\n%s/%s:\n  curl http://%s/v1/chat/completions -d '{\"model\":%q,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}],\"stream\":true}'\n",
