@@ -40,8 +40,10 @@ type UpConfig struct {
 	Sandbox    string // supervisor sandbox: auto, bwrap, none
 	Autoscaler string // "kpa" (default) or "fixed"
 	QueueDepth int    // activator queue per revision; 0: gateway default (10,000)
-	Out        io.Writer
-	Logger     *slog.Logger
+	// MaxBodyBytes bounds a request body (413 beyond); 0 is unlimited.
+	MaxBodyBytes int64
+	Out          io.Writer
+	Logger       *slog.Logger
 	// Ready, if set, is called with the gateway and admin addresses once both listen.
 	Ready func(gateway, admin string)
 }
@@ -107,11 +109,12 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 
 	var ctrl *Controller
 	gw := gateway.New(gateway.Config{
-		QueueDepth: cfg.QueueDepth,
-		Logger:     log.With("component", "gateway"),
-		OnDemand:   func(id serving.RevisionID) { ctrl.Poke(id) },
-		RequestLog: requestLog,
-		Registerer: reg,
+		QueueDepth:   cfg.QueueDepth,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		Logger:       log.With("component", "gateway"),
+		OnDemand:     func(id serving.RevisionID) { ctrl.Poke(id) },
+		RequestLog:   requestLog,
+		Registerer:   reg,
 	})
 	sup, err := supervisor.New(supervisor.Config{
 		Dir:      cfg.StateDir,
