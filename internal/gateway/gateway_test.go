@@ -214,7 +214,7 @@ func TestClientGoneWhileHeld(t *testing.T) {
 		t.Fatalf("canceled request got %d", res.code)
 	}
 	eventually(t, "queue empty", func() bool { return rg.g.Queued(id) == 0 })
-	if err := rg.g.Drain(context.Background()); err != nil {
+	if err := rg.g.Drain(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -413,7 +413,7 @@ func TestWebsocketUpgrade(t *testing.T) {
 		}
 	}
 	conn.Close()
-	if err := rg.g.Drain(context.Background()); err != nil {
+	if err := rg.g.Drain(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -626,7 +626,7 @@ func TestWaitIdleAndDrain(t *testing.T) {
 	rg := newRig(t, Config{})
 	gt := newGate(t)
 	id := rg.service("d", serving.Revision{}, backend(t, "r1", gt.handler("r1")))
-	if err := rg.g.WaitIdle(context.Background(), id, "r1"); err != nil {
+	if err := rg.g.WaitIdle(testCtx(t), id, "r1"); err != nil {
 		t.Fatalf("WaitIdle on an idle replica: %v", err)
 	}
 	ch := rg.goDo(rg.newRequest(context.Background(), "GET", "d.default.localhost", "/", ""))
@@ -645,8 +645,8 @@ func TestWaitIdleAndDrain(t *testing.T) {
 		t.Fatalf("Drain while busy: %v", err)
 	}
 	errs := make(chan error, 2)
-	go func() { errs <- rg.g.WaitIdle(context.Background(), id, "r1") }()
-	go func() { errs <- rg.g.Drain(context.Background()) }()
+	go func() { errs <- rg.g.WaitIdle(testCtx(t), id, "r1") }()
+	go func() { errs <- rg.g.Drain(testCtx(t)) }()
 	gt.open()
 	if res := <-ch; res.code != 200 {
 		t.Fatalf("%d %q", res.code, res.body)
@@ -773,5 +773,94 @@ func TestH2CEndToEnd(t *testing.T) {
 	}
 	if s := <-got; s.proto != 2 || s.te != "trailers" || s.body != "request" {
 		t.Fatalf("replica saw %+v", s)
+	}
+}
+
+// TestBrokenStreams: a replica that dies mid-response and a client that leaves mid-stream end
+// the request without a panic escaping and without leaking.
+func TestBrokenStreams(t *testing.T) {
+	rg := newRig(t, Config{})
+	id := rg.service("b", serving.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		if r.URL.Path == "/die" {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		<-r.Context().Done()
+	}))
+	t.Run("replica dies", func(t *testing.T) {
+		res := rg.get("b.default.localhost", "/die")
+		if res.err == nil {
+			t.Fatalf("a broken stream looked complete: %d %q", res.code, res.body)
+		}
+	})
+	t.Run("client leaves", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		res, err := rg.client.Do(rg.newRequest(ctx, "GET", "b.default.localhost", "/stay", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, _ := bufio.NewReader(res.Body).ReadString('\n')
+		if line != "data: 1\n" {
+			t.Fatalf("first event %q", line)
+		}
+		cancel()
+		res.Body.Close()
+		if err := rg.g.WaitIdle(testCtx(t), id, "r1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := rg.g.Drain(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestRemoveRevisionWhileInFlight: requests in flight finish and stay visible to InFlight and
+// WaitIdle; then the revision is forgotten.
+func TestRemoveRevisionWhileInFlight(t *testing.T) {
+	rg := newRig(t, Config{})
+	gt := newGate(t)
+	id := rg.service("rm", serving.Revision{}, backend(t, "r1", gt.handler("r1")))
+	ch := rg.goDo(rg.newRequest(context.Background(), "GET", "rm.default.localhost", "/", ""))
+	eventually(t, "in flight", func() bool { return rg.g.InFlight(id, "r1") == 1 })
+	rg.g.RemoveRevision(id)
+	if n := rg.g.InFlight(id, "r1"); n != 1 {
+		t.Fatalf("InFlight of a removed revision's replica = %d", n)
+	}
+	if res := rg.get("rm.default.localhost", "/"); res.code != 503 {
+		t.Fatalf("new request for a removed revision: %d", res.code)
+	}
+	gt.open()
+	if res := <-ch; res.code != 200 {
+		t.Fatalf("in-flight request: %d %q", res.code, res.body)
+	}
+	if err := rg.g.WaitIdle(testCtx(t), id, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "forgotten", func() bool { return rg.g.revisionFor(id, false) == nil })
+}
+
+// TestBreakerQueueMovesWhenReplicaLeaves: requests queued on a replica that leaves the ready
+// set go back to the activator and on to another replica.
+func TestBreakerQueueMovesWhenReplicaLeaves(t *testing.T) {
+	rg := newRig(t, Config{})
+	gt := newGate(t)
+	id := rg.service("mv", serving.Revision{ContainerConcurrency: 1}, backend(t, "old", gt.handler("old")))
+	rg.g.SetActivatorInPath(id, false)
+	first := rg.goDo(rg.newRequest(context.Background(), "GET", "mv.default.localhost", "/", ""))
+	eventually(t, "in flight", func() bool { return rg.g.InFlight(id, "old") == 1 })
+	queued := rg.goDo(rg.newRequest(context.Background(), "GET", "mv.default.localhost", "/", ""))
+	eventually(t, "queued on the replica", func() bool { return rg.g.Queued(id) == 1 })
+	rg.g.SetEndpoints(id, []serving.Endpoint{backend(t, "new", named("new"))})
+	if res := <-queued; res.code != 200 || res.body != "new:" {
+		t.Fatalf("moved request: %d %q", res.code, res.body)
+	}
+	gt.open()
+	if res := <-first; res.code != 200 || res.body != "old" {
+		t.Fatalf("first request: %d %q", res.code, res.body)
 	}
 }

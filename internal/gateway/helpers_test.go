@@ -220,3 +220,10 @@ func (rg *rig) active(id serving.RevisionID) int {
 	defer r.mu.Unlock()
 	return r.active
 }
+
+// testCtx bounds a blocking call of a test, so that a failure does not hang the run.
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -149,9 +149,7 @@ func (c *call) serve() {
 			return
 		}
 		c.ep = ep
-		retry := c.forward(ep)
-		c.rev.release(ep)
-		if !retry {
+		if !c.forwardOn(ep) {
 			return
 		}
 		c.exclude = append(c.exclude, ep)
@@ -214,6 +212,13 @@ func (c *call) cause(err error) error {
 	}
 	c.g.log.Debug("gateway: forward failed", "revision", c.cfg.ID, "error", err)
 	return ErrBadGateway
+}
+
+// forwardOn is forward with the replica's slot given back however it ends (a broken stream
+// ends in panic(http.ErrAbortHandler)).
+func (c *call) forwardOn(ep *endpoint) (retry bool) {
+	defer c.rev.release(ep)
+	return c.forward(ep)
 }
 
 // forward sends the request to one replica and copies the response back. It returns true
