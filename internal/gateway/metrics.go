@@ -103,3 +103,8 @@ func codeClass(code int) string {
 	}
 	return strconv.Itoa(code/100) + "xx"
 }
+
+// forget drops the revision's queue-depth series (the revision is gone or renamed).
+func (rm *revMetrics) forget() {
+	rm.m.queue.DeleteLabelValues(rm.labels[:]...)
+}

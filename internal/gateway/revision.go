@@ -132,6 +132,9 @@ func (r *revision) setConfig(rev serving.Revision) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cfg = rev
+	if r.mx != nil && r.mx.labels != mx.labels {
+		r.mx.forget() // the names changed: drop the old queue-depth series
+	}
 	r.mx = mx
 	r.dispatchLocked()
 }
@@ -202,7 +205,10 @@ func (r *revision) remove() (idle bool) {
 	for _, ep := range r.all {
 		fail(&ep.queue)
 	}
-	r.queueChangedLocked()
+	if r.mx != nil {
+		r.mx.forget()
+		r.mx = nil
+	}
 	return r.active == 0
 }
 
