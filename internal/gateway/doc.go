@@ -37,7 +37,7 @@
 //
 // Before the response started each gives 504 with the body "request timeout"; after, the
 // body ends with "request timeout" and the response is ended there, as Knative does. Timers
-// are real-time (time.AfterFunc); only the statistics run on Config.Now.
+// come from Config.AfterFunc and idle time is measured on Config.Now (both real by default).
 //
 // # Forwarding
 //

@@ -59,9 +59,11 @@ type Config struct {
 	Domain       string // default "localhost"; used only to report: routes carry their hosts
 	QueueDepth   int    // activator queue per revision; default DefaultQueueDepth
 	MaxBodyBytes int64  // 0 = unlimited; a larger request body gets 413
-	// Now is the clock the stats are kept on; default time.Now. Deadlines run on real timers.
-	Now    func() time.Time
-	Logger *slog.Logger
+	// Now is the gateway's clock (statistics, latencies, idle time); default time.Now.
+	Now func() time.Time
+	// AfterFunc arms the timers of the request timeouts; default time.AfterFunc.
+	AfterFunc func(d time.Duration, f func()) Timer
+	Logger    *slog.Logger
 	// OnDemand is called at most once per cold episode (from the first request that finds the
 	// revision with no ready endpoint until endpoints appear), on the request's goroutine and
 	// outside every lock: it must not block (a non-blocking channel send is the intended use).
@@ -70,13 +72,20 @@ type Config struct {
 	Registerer prometheus.Registerer // optional: Knative's request metrics
 }
 
+// Timer is what Config.AfterFunc returns; *time.Timer is one.
+type Timer interface {
+	Stop() bool
+	Reset(d time.Duration) bool
+}
+
 // Gateway is activator, load balancer and queue-proxy breaker in one hop. It is an
 // http.Handler; see the package documentation for the request path.
 type Gateway struct {
-	cfg     Config
-	log     *slog.Logger
-	now     func() time.Time
-	metrics *metrics
+	cfg       Config
+	log       *slog.Logger
+	now       func() time.Time
+	afterFunc func(time.Duration, func()) Timer
+	metrics   *metrics
 
 	routes atomic.Pointer[table]
 
@@ -102,15 +111,19 @@ func New(cfg Config) *Gateway {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.AfterFunc == nil {
+		cfg.AfterFunc = func(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	g := &Gateway{
-		cfg:  cfg,
-		log:  cfg.Logger,
-		now:  cfg.Now,
-		revs: make(map[serving.RevisionID]*revision),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		afterFunc: cfg.AfterFunc,
+		revs:      make(map[serving.RevisionID]*revision),
 		h1: &http.Transport{
 			Proxy:               nil, // replicas are on loopback; never an environment proxy
 			DialContext:         dialer.DialContext,

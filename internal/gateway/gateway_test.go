@@ -282,66 +282,128 @@ func TestLeastInFlight(t *testing.T) {
 	<-second
 }
 
+// TestTimeouts fires the injected timers of Knative's three timeouts at chosen points of a
+// request's life; the idle timeout reads the injected clock.
 func TestTimeouts(t *testing.T) {
-	stall := func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }
-	streamThenStall := func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "data: 1\n\n")
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
+	const (
+		timeout = time.Hour
+		start   = 2 * time.Minute
+		idle    = 3 * time.Minute
+	)
+	type step struct {
+		more    bool          // first let the replica write its next event
+		wait    string        // "inflight", "queued", "event": a replica's event reached the client
+		advance time.Duration // the clock
+		fire    time.Duration // fire the timers first armed with this duration
 	}
 	tests := []struct {
 		name    string
 		rev     serving.Revision
-		handler http.HandlerFunc // nil: no replica at all
+		replica bool
+		steps   []step
 		code    int
 		body    string
 	}{
-		{"timeout before the first byte", serving.Revision{Timeout: 200 * time.Millisecond}, stall, 504, "request timeout"},
-		{"timeout while held", serving.Revision{Timeout: 200 * time.Millisecond}, nil, 504, "request timeout"},
-		{"started stream cut at the deadline", serving.Revision{Timeout: 300 * time.Millisecond}, streamThenStall, 200, "data: 1\n\nrequest timeout"},
-		{"response start timeout", serving.Revision{Timeout: time.Minute, ResponseStartTimeout: 200 * time.Millisecond}, stall, 504, "request timeout"},
-		{"response start timeout does not cut a started stream", serving.Revision{Timeout: 600 * time.Millisecond, ResponseStartTimeout: 100 * time.Millisecond}, streamThenStall, 200, "data: 1\n\nrequest timeout"},
-		{"idle timeout", serving.Revision{Timeout: time.Minute, IdleTimeout: 200 * time.Millisecond}, streamThenStall, 200, "data: 1\n\nrequest timeout"},
-		{"idle timeout before any byte", serving.Revision{Timeout: time.Minute, IdleTimeout: 200 * time.Millisecond}, stall, 504, "request timeout"},
+		{"timeout before the first byte", serving.Revision{Timeout: timeout}, true,
+			[]step{{wait: "inflight", fire: timeout}}, 504, "request timeout"},
+		{"timeout while held", serving.Revision{Timeout: timeout}, false,
+			[]step{{wait: "queued", fire: timeout}}, 504, "request timeout"},
+		{"started stream cut at the deadline", serving.Revision{Timeout: timeout}, true,
+			[]step{{wait: "event", fire: timeout}}, 200, "data: 1\n\nrequest timeout"},
+		{"response start timeout", serving.Revision{Timeout: timeout, ResponseStartTimeout: start}, true,
+			[]step{{wait: "inflight", fire: start}}, 504, "request timeout"},
+		{"response start timeout spares a started stream", serving.Revision{Timeout: timeout, ResponseStartTimeout: start}, true,
+			[]step{{wait: "event", fire: start}, {more: true, wait: "event", fire: timeout}}, 200, "data: 1\n\ndata: 2\n\nrequest timeout"},
+		{"idle timeout before any byte", serving.Revision{Timeout: timeout, IdleTimeout: idle}, true,
+			[]step{{wait: "inflight", advance: idle, fire: idle}}, 504, "request timeout"},
+		{"idle timeout cuts a stream", serving.Revision{Timeout: timeout, IdleTimeout: idle}, true,
+			[]step{{wait: "event", advance: idle, fire: idle}}, 200, "data: 1\n\nrequest timeout"},
+		{"writes keep a stream from the idle timeout", serving.Revision{Timeout: timeout, IdleTimeout: idle}, true,
+			[]step{{wait: "event", advance: idle / 2}, {more: true, wait: "event", advance: idle / 2, fire: idle},
+				{advance: idle / 2, fire: idle}}, 200, "data: 1\n\ndata: 2\n\nrequest timeout"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rg := newRig(t, Config{})
+			ft := &fakeTimers{}
+			clock := &fakeClock{t: time.Unix(1000, 0)}
+			rg := newRig(t, Config{AfterFunc: ft.AfterFunc, Now: clock.Now})
+			more := make(chan struct{})
 			var eps []serving.Endpoint
-			if tc.handler != nil {
-				eps = append(eps, backend(t, "r1", tc.handler))
+			if tc.replica {
+				eps = append(eps, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/stall" {
+						<-r.Context().Done()
+						return
+					}
+					for i := 1; ; i++ {
+						fmt.Fprintf(w, "data: %d\n\n", i)
+						w.(http.Flusher).Flush()
+						select {
+						case <-more:
+						case <-r.Context().Done():
+							return
+						}
+					}
+				}))
 			}
-			rg.service("slow", tc.rev, eps...)
-			res := rg.get("slow.default.localhost", "/")
+			id := rg.service("slow", tc.rev, eps...)
+			path := "/stall"
+			if tc.steps[0].wait == "event" {
+				path = "/stream"
+			}
+			events := make(chan string, 10)
+			done := make(chan result, 1)
+			go func() {
+				res, err := rg.client.Do(rg.newRequest(context.Background(), "GET", "slow.default.localhost", path, ""))
+				if err != nil {
+					done <- result{err: err}
+					return
+				}
+				defer res.Body.Close()
+				br := bufio.NewReader(res.Body)
+				var body strings.Builder
+				for {
+					line, err := br.ReadString('\n')
+					body.WriteString(line)
+					if strings.HasPrefix(line, "data: ") {
+						events <- line
+					}
+					if err != nil {
+						done <- result{code: res.StatusCode, body: body.String()}
+						return
+					}
+				}
+			}()
+			for _, st := range tc.steps {
+				if st.more {
+					more <- struct{}{}
+				}
+				switch st.wait {
+				case "inflight":
+					eventually(t, "in flight", func() bool { return rg.g.InFlight(id, "r1") == 1 })
+				case "queued":
+					eventually(t, "queued", func() bool { return rg.g.Queued(id) == 1 })
+				case "event":
+					select {
+					case <-events:
+					case <-time.After(10 * time.Second):
+						t.Fatal("no event reached the client")
+					}
+				}
+				clock.Set(clock.Now().Add(st.advance))
+				if st.fire != 0 && ft.fire(st.fire) == 0 {
+					t.Fatalf("no timer of %v armed", st.fire)
+				}
+			}
+			res := <-done
 			if res.code != tc.code || res.body != tc.body {
 				t.Fatalf("got %d %q (%v), want %d %q", res.code, res.body, res.err, tc.code, tc.body)
 			}
-		})
-	}
-}
-
-// TestIdleTimeoutKeptAliveByWrites: a stream that writes more often than the idle timeout
-// runs to its end.
-func TestIdleTimeoutKeptAliveByWrites(t *testing.T) {
-	rg := newRig(t, Config{})
-	tick := make(chan struct{})
-	rg.service("s", serving.Revision{IdleTimeout: 300 * time.Millisecond}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
-		for i := range 3 {
-			fmt.Fprintf(w, "%d", i)
-			w.(http.Flusher).Flush()
-			select {
-			case <-tick:
-			case <-r.Context().Done():
-				return
+			eventually(t, "request done", func() bool { return rg.active(id) == 0 })
+			if n := ft.armedCount(); n != 0 {
+				t.Fatalf("%d timers still armed after the request", n)
 			}
-		}
-	}))
-	ch := rg.goDo(rg.newRequest(context.Background(), "GET", "s.default.localhost", "/", ""))
-	for range 3 {
-		tick <- struct{}{}
-	}
-	if res := <-ch; res.body != "012" {
-		t.Fatalf("got %d %q", res.code, res.body)
+		})
 	}
 }
 

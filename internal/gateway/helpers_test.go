@@ -227,3 +227,70 @@ func testCtx(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// fakeTimers is the injected Config.AfterFunc: the test fires timers by the duration they were
+// first armed with.
+type fakeTimers struct {
+	mu     sync.Mutex
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	ft    *fakeTimers
+	d     time.Duration // as first armed
+	f     func()
+	armed bool
+}
+
+func (ft *fakeTimers) AfterFunc(d time.Duration, f func()) Timer {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	t := &fakeTimer{ft: ft, d: d, f: f, armed: true}
+	ft.timers = append(ft.timers, t)
+	return t
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.ft.mu.Lock()
+	defer t.ft.mu.Unlock()
+	was := t.armed
+	t.armed = false
+	return was
+}
+
+func (t *fakeTimer) Reset(time.Duration) bool {
+	t.ft.mu.Lock()
+	defer t.ft.mu.Unlock()
+	was := t.armed
+	t.armed = true
+	return was
+}
+
+// fire runs, once each, the armed timers first armed with d, and says how many.
+func (ft *fakeTimers) fire(d time.Duration) int {
+	ft.mu.Lock()
+	var due []*fakeTimer
+	for _, t := range ft.timers {
+		if t.armed && t.d == d {
+			t.armed = false
+			due = append(due, t)
+		}
+	}
+	ft.mu.Unlock()
+	for _, t := range due {
+		t.f()
+	}
+	return len(due)
+}
+
+func (ft *fakeTimers) armedCount() int {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	n := 0
+	for _, t := range ft.timers {
+		if t.armed {
+			n++
+		}
+	}
+	return n
+}

@@ -38,10 +38,9 @@ type call struct {
 	body   *retryBody
 
 	mu      sync.Mutex
-	started bool // response headers are out (to the client)
-	base    time.Time
-	last    atomic.Int64 // nanoseconds after base of the last write to the client; 0: none yet
-	idle    *time.Timer
+	started bool         // response headers are out (to the client)
+	last    atomic.Int64 // Config.Now of the last write to the client, in Unix ns; 0: none yet
+	idle    Timer
 
 	mx   *revMetrics
 	code int
@@ -128,15 +127,14 @@ func (c *call) serve() {
 	ctx, cancel := context.WithCancelCause(c.r.Context())
 	defer cancel(nil)
 	c.ctx, c.cancel = ctx, cancel
-	deadline := time.AfterFunc(c.cfg.Timeout, func() { cancel(errDeadline) })
+	deadline := c.g.afterFunc(c.cfg.Timeout, func() { cancel(errDeadline) })
 	defer deadline.Stop()
 	if t := c.cfg.ResponseStartTimeout; t > 0 {
-		st := time.AfterFunc(t, c.onResponseStartTimeout)
+		st := c.g.afterFunc(t, c.onResponseStartTimeout)
 		defer st.Stop()
 	}
 	if t := c.cfg.IdleTimeout; t > 0 {
-		c.base = time.Now()
-		c.idle = time.AfterFunc(t, c.onIdleTimeout)
+		c.idle = c.g.afterFunc(t, c.onIdleTimeout)
 		defer c.idle.Stop()
 	}
 	if c.r.Body != nil && c.r.Body != http.NoBody {
@@ -175,7 +173,7 @@ func (c *call) onIdleTimeout() {
 	idle := c.cfg.IdleTimeout
 	last := c.last.Load()
 	if last != 0 {
-		if since := time.Since(c.base) - time.Duration(last); since < idle {
+		if since := c.g.now().Sub(time.Unix(0, last)); since < idle {
 			c.idle.Reset(idle - since)
 			return
 		}
@@ -185,7 +183,7 @@ func (c *call) onIdleTimeout() {
 
 func (c *call) touch() {
 	if c.idle != nil {
-		c.last.Store(max(int64(time.Since(c.base)), 1))
+		c.last.Store(max(c.g.now().UnixNano(), 1))
 	}
 }
 
