@@ -1,9 +1,6 @@
 package ack
 
 import (
-	"fmt"
-	"strings"
-
 	"knative.dev/pkg/apis"
 )
 
@@ -62,29 +59,4 @@ func New(kind string) (Object, bool) {
 		return &ResourcePolicy{}, true
 	}
 	return nil, false
-}
-
-// enumErr reports value at path unless it is one of allowed. An empty value
-// is accepted: callers check required fields themselves.
-func enumErr[T ~string](value T, path string, allowed ...T) *apis.FieldError {
-	if value == "" {
-		return nil
-	}
-	for _, a := range allowed {
-		if value == a {
-			return nil
-		}
-	}
-	names := make([]string, len(allowed))
-	for i, a := range allowed {
-		names[i] = string(a)
-	}
-	return apis.ErrGeneric(fmt.Sprintf("invalid value %q: expected one of %s", value, strings.Join(names, ", ")), path)
-}
-
-// keyPath is the path of key in the map field: "selector[app]". It is built
-// by hand because apis.FieldError.ViaKey splits a key on its dots when a
-// parent field is prepended.
-func keyPath(field, key string) string {
-	return field + "[" + key + "]"
 }

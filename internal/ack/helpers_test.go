@@ -2,7 +2,6 @@ package ack_test
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"slices"
 	"testing"
@@ -11,24 +10,12 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/infera-dev/infera/internal/ack"
+	"github.com/infera-dev/infera/internal/kvalidate"
 )
-
-// diags flattens a FieldError into sorted "Level path: message" lines, one
-// per path, so tests compare the complete outcome of a validation.
-func diags(err *apis.FieldError) []string {
-	var out []string
-	for _, e := range err.WrappedErrors() {
-		for _, p := range e.Paths {
-			out = append(out, fmt.Sprintf("%s %s: %s", e.Level, p, e.Message))
-		}
-	}
-	slices.Sort(out)
-	return out
-}
 
 func checkDiags(t *testing.T, err *apis.FieldError, want []string) {
 	t.Helper()
-	got := diags(err)
+	got := kvalidate.Lines(err)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("diagnostics:\n got  %q\n want %q", got, want)

@@ -7,6 +7,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/apis"
+
+	"github.com/infera-dev/infera/internal/kvalidate"
 )
 
 // ImageCache is an ECI image cache: a disk snapshot holding images, which
@@ -67,7 +69,7 @@ func (c *ImageCache) Validate() *apis.FieldError {
 	if _, ok := c.Annotations[eciImageCacheAnnotation]; ok {
 		errs = errs.Also(apis.ErrGeneric(
 			fmt.Sprintf("no effect on an ImageCache: it is a pod annotation (automatic cache matching); cache reuse is %s", imcEnableReuse),
-			keyPath("metadata.annotations", eciImageCacheAnnotation)).At(apis.WarningLevel))
+			kvalidate.KeyPath("metadata.annotations", eciImageCacheAnnotation)).At(apis.WarningLevel))
 	}
 	return errs.Also(c.Spec.validate().ViaField("spec"))
 }

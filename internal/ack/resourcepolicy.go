@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"knative.dev/pkg/apis"
+
+	"github.com/infera-dev/infera/internal/kvalidate"
 )
 
 // ResourcePolicy tells the ACK scheduler in which order to place the pods it
@@ -173,7 +175,7 @@ func (s *ResourcePolicySpec) validate() *apis.FieldError {
 	}
 
 	w := s.WhenTryNextUnits
-	errs = errs.Also(enumErr(w.Policy, "whenTryNextUnits.policy",
+	errs = errs.Also(kvalidate.Enum(w.Policy, "whenTryNextUnits.policy",
 		LackResourceOrExceedMax, ExceedMax, TimeoutOrExceedMax, LackResourceAndNoTerminating, LackResourceAndNoterminating, Timeout))
 	if w.Timeout != nil {
 		if w.Timeout.Duration <= 0 {
@@ -183,7 +185,7 @@ func (s *ResourcePolicySpec) validate() *apis.FieldError {
 			errs = errs.Also(apis.ErrGeneric("ignored unless policy is TimeoutOrExceedMax", "whenTryNextUnits.timeout").At(apis.WarningLevel))
 		}
 	}
-	errs = errs.Also(enumErr(s.PreemptPolicy, "preemptPolicy", PreemptAfterAllUnits, PreemptBeforeNextUnit))
+	errs = errs.Also(kvalidate.Enum(s.PreemptPolicy, "preemptPolicy", PreemptAfterAllUnits, PreemptBeforeNextUnit))
 
 	if !anyMax {
 		if len(s.MatchLabelKeys) > 0 {
@@ -206,7 +208,7 @@ func (u *Unit) validate() *apis.FieldError {
 	if u.Resource == "" {
 		errs = errs.Also(apis.ErrMissingField("resource"))
 	}
-	errs = errs.Also(enumErr(u.Resource, "resource", ResourceECS, ResourceECI, ResourceACS, ResourceElastic))
+	errs = errs.Also(kvalidate.Enum(u.Resource, "resource", ResourceECS, ResourceECI, ResourceACS, ResourceElastic))
 	if u.Resource == ResourceElastic {
 		errs = errs.Also(apis.ErrGeneric(
 			`elastic is deprecated: use ecs with podLabels k8s.aliyun.com/resource-policy-wait-for-ecs-scaling: "true"`,
@@ -217,7 +219,7 @@ func (u *Unit) validate() *apis.FieldError {
 	}
 	for name, q := range u.MaxResources {
 		if q.Sign() < 0 {
-			errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("must be >= 0, got %s", q.String()), keyPath("maxResources", string(name))))
+			errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("must be >= 0, got %s", q.String()), kvalidate.KeyPath("maxResources", string(name))))
 		}
 	}
 	errs = errs.Also(validateLabels(u.NodeSelector, "nodeSelector"), validateLabels(u.PodLabels, "podLabels"))
@@ -229,10 +231,10 @@ func validateLabels(labels map[string]string, field string) *apis.FieldError {
 	var errs *apis.FieldError
 	for k, v := range labels {
 		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
-			errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("invalid label key %q: %s", k, strings.Join(msgs, "; ")), keyPath(field, k)))
+			errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("invalid label key %q: %s", k, strings.Join(msgs, "; ")), kvalidate.KeyPath(field, k)))
 		}
 		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
-			errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("invalid label value %q: %s", v, strings.Join(msgs, "; ")), keyPath(field, k)))
+			errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("invalid label value %q: %s", v, strings.Join(msgs, "; ")), kvalidate.KeyPath(field, k)))
 		}
 	}
 	return errs
@@ -259,7 +261,7 @@ func validateRequirement(r metav1.LabelSelectorRequirement) *apis.FieldError {
 	case "":
 		errs = errs.Also(apis.ErrMissingField("operator"))
 	default:
-		errs = errs.Also(enumErr(r.Operator, "operator",
+		errs = errs.Also(kvalidate.Enum(r.Operator, "operator",
 			metav1.LabelSelectorOpIn, metav1.LabelSelectorOpNotIn, metav1.LabelSelectorOpExists, metav1.LabelSelectorOpDoesNotExist))
 	}
 	return errs

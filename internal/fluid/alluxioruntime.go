@@ -4,6 +4,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/apis"
+
+	"github.com/infera-dev/infera/internal/kvalidate"
 )
 
 // AlluxioRuntime caches the Dataset of the same name with Alluxio.
@@ -106,7 +108,7 @@ func (r *AlluxioRuntime) Validate() *apis.FieldError {
 		validatePullPolicy(s.AlluxioVersion.ImagePullPolicy, "alluxioVersion.imagePullPolicy"),
 		validatePullPolicy(s.InitUsers.ImagePullPolicy, "initUsers.imagePullPolicy"),
 		validatePullPolicy(s.Fuse.ImagePullPolicy, "fuse.imagePullPolicy"),
-		enumErr(s.Fuse.CleanPolicy, "fuse.cleanPolicy", CleanPolicyOnDemand, CleanPolicyOnRuntimeDeleted),
+		kvalidate.Enum(s.Fuse.CleanPolicy, "fuse.cleanPolicy", CleanPolicyOnDemand, CleanPolicyOnRuntimeDeleted),
 		validateNetworkMode(s.Fuse.NetworkMode, "fuse.networkMode"),
 	)
 	return validateName(r.Name).Also(errs.ViaField("spec"))

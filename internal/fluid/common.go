@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"knative.dev/pkg/apis"
+
+	"github.com/infera-dev/infera/internal/kvalidate"
 )
 
 // MediumType is the medium of a cache tier.
@@ -133,7 +135,7 @@ const (
 )
 
 func validateNetworkMode(m NetworkMode, path string) *apis.FieldError {
-	return enumErr(m, path, HostNetwork, ContainerNetwork)
+	return kvalidate.Enum(m, path, HostNetwork, ContainerNetwork)
 }
 
 func defaultCleanPolicy(p *FuseCleanPolicy) {
@@ -175,8 +177,8 @@ func (l *Level) validate() *apis.FieldError {
 	if l.MediumType == "" {
 		errs = errs.Also(apis.ErrMissingField("mediumtype"))
 	}
-	errs = errs.Also(enumErr(l.MediumType, "mediumtype", MediumMemory, MediumSSD, MediumHDD))
-	errs = errs.Also(enumErr(l.VolumeType, "volumeType", VolumeTypeHostPath, VolumeTypeEmptyDir))
+	errs = errs.Also(kvalidate.Enum(l.MediumType, "mediumtype", MediumMemory, MediumSSD, MediumHDD))
+	errs = errs.Also(kvalidate.Enum(l.VolumeType, "volumeType", VolumeTypeHostPath, VolumeTypeEmptyDir))
 	if l.VolumeSource != nil && l.VolumeType != VolumeTypeEmptyDir {
 		errs = errs.Also(apis.ErrGeneric("used only when volumeType is emptyDir", "volumeSource").At(apis.WarningLevel))
 	}

@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/apis"
+
+	"github.com/infera-dev/infera/internal/kvalidate"
 )
 
 // DataLoad prefetches (part of) a Dataset into its runtime's cache.
@@ -140,7 +142,7 @@ func (s *DataLoadSpec) validate(namespace string) *apis.FieldError {
 		errs = errs.Also(minErr(int64(t.Replicas), 0, "replicas").ViaFieldIndex("target", i))
 	}
 
-	errs = errs.Also(enumErr(s.Policy, "policy", PolicyOnce, PolicyCron, PolicyOnEvent))
+	errs = errs.Also(kvalidate.Enum(s.Policy, "policy", PolicyOnce, PolicyCron, PolicyOnEvent))
 	switch {
 	case s.Policy == PolicyCron && s.Schedule == "":
 		errs = errs.Also(apis.ErrGeneric("required when policy is Cron", "schedule"))
@@ -162,8 +164,8 @@ func (s *DataLoadSpec) validate(namespace string) *apis.FieldError {
 		if r.Name == "" {
 			errs = errs.Also(apis.ErrMissingField("runAfter.name"))
 		}
-		errs = errs.Also(enumErr(r.Kind, "runAfter.kind", "DataLoad", "DataBackup", "DataMigrate", "DataProcess"))
-		errs = errs.Also(enumErr(r.AffinityStrategy.Policy, "runAfter.affinityStrategy.policy", "Require", "Prefer"))
+		errs = errs.Also(kvalidate.Enum(r.Kind, "runAfter.kind", "DataLoad", "DataBackup", "DataMigrate", "DataProcess"))
+		errs = errs.Also(kvalidate.Enum(r.AffinityStrategy.Policy, "runAfter.affinityStrategy.policy", "Require", "Prefer"))
 	}
 	return errs
 }

@@ -8,6 +8,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"knative.dev/pkg/apis"
+
+	"github.com/infera-dev/infera/internal/kvalidate"
 )
 
 // Dataset describes where data lives; Fluid creates a claim of the same name
@@ -245,10 +247,10 @@ func (s *DatasetSpec) validate() *apis.FieldError {
 	}
 
 	for i, mode := range s.AccessModes {
-		errs = errs.Also(enumErr(mode, fmt.Sprintf("accessModes[%d]", i),
+		errs = errs.Also(kvalidate.Enum(mode, fmt.Sprintf("accessModes[%d]", i),
 			corev1.ReadWriteOnce, corev1.ReadOnlyMany, corev1.ReadWriteMany, corev1.ReadWriteOncePod))
 	}
-	errs = errs.Also(enumErr(s.PlacementMode, "placement", ExclusiveMode, ShareMode))
+	errs = errs.Also(kvalidate.Enum(s.PlacementMode, "placement", ExclusiveMode, ShareMode))
 	if o := s.Owner; o != nil {
 		var missing []string
 		if o.UID == nil {
@@ -275,7 +277,7 @@ func (s *DatasetSpec) validate() *apis.FieldError {
 
 	for k := range s.SharedOptions {
 		if plainCredentials[k] {
-			errs = errs.Also(apis.ErrGeneric("credential in plain text: set it with sharedEncryptOptions and a secretKeyRef", keyPath("sharedOptions", k)))
+			errs = errs.Also(apis.ErrGeneric("credential in plain text: set it with sharedEncryptOptions and a secretKeyRef", kvalidate.KeyPath("sharedOptions", k)))
 		}
 	}
 	seen := map[string]int{}
@@ -314,7 +316,7 @@ func (s *DatasetSpec) validateMount(m *Mount) *apis.FieldError {
 
 	for k := range m.Options {
 		if plainCredentials[k] {
-			errs = errs.Also(apis.ErrGeneric("credential in plain text: set it with encryptOptions and a secretKeyRef", keyPath("options", k)))
+			errs = errs.Also(apis.ErrGeneric("credential in plain text: set it with encryptOptions and a secretKeyRef", kvalidate.KeyPath("options", k)))
 		}
 	}
 
@@ -323,7 +325,7 @@ func (s *DatasetSpec) validateMount(m *Mount) *apis.FieldError {
 	for _, o := range s.SharedEncryptOptions {
 		shared[o.Name] = true
 		if _, ok := m.Options[o.Name]; ok && o.Name != "" {
-			errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("option %q is set more than once (also in sharedEncryptOptions)", o.Name), keyPath("options", o.Name)))
+			errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("option %q is set more than once (also in sharedEncryptOptions)", o.Name), kvalidate.KeyPath("options", o.Name)))
 		}
 	}
 	seen := map[string]int{}
@@ -349,7 +351,7 @@ func (s *DatasetSpec) validateMount(m *Mount) *apis.FieldError {
 
 	if strings.HasPrefix(m.MountPoint, "oss://") {
 		if opts[ossEndpoint] == "" {
-			errs = errs.Also(apis.ErrGeneric("required for oss:// mount points (in options or sharedOptions)", keyPath("options", ossEndpoint)))
+			errs = errs.Also(apis.ErrGeneric("required for oss:// mount points (in options or sharedOptions)", kvalidate.KeyPath("options", ossEndpoint)))
 		}
 		var id, secret bool
 		for _, o := range s.MountEncryptOptions(m) {

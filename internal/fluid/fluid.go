@@ -6,6 +6,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	"knative.dev/pkg/apis"
+
+	"github.com/infera-dev/infera/internal/kvalidate"
 )
 
 // The group and version of every kind in this package.
@@ -74,31 +76,6 @@ func validateName(name string) *apis.FieldError {
 	return nil
 }
 
-// enumErr reports value at path unless it is one of allowed. An empty value
-// is accepted: callers check required fields themselves.
-func enumErr[T ~string](value T, path string, allowed ...T) *apis.FieldError {
-	if value == "" {
-		return nil
-	}
-	for _, a := range allowed {
-		if value == a {
-			return nil
-		}
-	}
-	names := make([]string, len(allowed))
-	for i, a := range allowed {
-		names[i] = string(a)
-	}
-	return apis.ErrGeneric(fmt.Sprintf("invalid value %q: expected one of %s", value, strings.Join(names, ", ")), path)
-}
-
-// keyPath is the path of key in the map field: "options[fs.oss.endpoint]".
-// It is built by hand because apis.FieldError.ViaKey splits a key on its
-// dots when a parent field is prepended.
-func keyPath(field, key string) string {
-	return field + "[" + key + "]"
-}
-
 // minErr reports an integer field below its minimum.
 func minErr(value, minimum int64, path string) *apis.FieldError {
 	if value >= minimum {
@@ -110,5 +87,5 @@ func minErr(value, minimum int64, path string) *apis.FieldError {
 // validatePullPolicy checks an imagePullPolicy string, which Fluid keeps as a
 // plain string but passes to Kubernetes.
 func validatePullPolicy(policy, path string) *apis.FieldError {
-	return enumErr(policy, path, "Always", "IfNotPresent", "Never")
+	return kvalidate.Enum(policy, path, "Always", "IfNotPresent", "Never")
 }

@@ -6,6 +6,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/apis"
+
+	"github.com/infera-dev/infera/internal/kvalidate"
 )
 
 // JindoRuntime caches the Dataset of the same name with JindoFS (JindoFSx).
@@ -98,7 +100,7 @@ func (r *JindoRuntime) Validate() *apis.FieldError {
 		validateComponentReplicas(s.Worker.Replicas, "worker.replicas"),
 		validatePullPolicy(s.JindoVersion.ImagePullPolicy, "jindoVersion.imagePullPolicy"),
 		validatePullPolicy(s.Fuse.ImagePullPolicy, "fuse.imagePullPolicy"),
-		enumErr(s.Fuse.CleanPolicy, "fuse.cleanPolicy", CleanPolicyOnDemand, CleanPolicyOnRuntimeDeleted),
+		kvalidate.Enum(s.Fuse.CleanPolicy, "fuse.cleanPolicy", CleanPolicyOnDemand, CleanPolicyOnRuntimeDeleted),
 		validateNetworkMode(s.NetworkMode, "networkmode"),
 	)
 	return validateName(r.Name).Also(errs.ViaField("spec"))

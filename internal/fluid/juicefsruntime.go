@@ -4,6 +4,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/apis"
+
+	"github.com/infera-dev/infera/internal/kvalidate"
 )
 
 // JuiceFSRuntime caches the Dataset of the same name with JuiceFS.
@@ -88,7 +90,7 @@ func (r *JuiceFSRuntime) Validate() *apis.FieldError {
 		validatePullPolicy(s.JuiceFSVersion.ImagePullPolicy, "juicefsVersion.imagePullPolicy"),
 		validatePullPolicy(s.InitUsers.ImagePullPolicy, "initUsers.imagePullPolicy"),
 		validatePullPolicy(s.Fuse.ImagePullPolicy, "fuse.imagePullPolicy"),
-		enumErr(s.Fuse.CleanPolicy, "fuse.cleanPolicy", CleanPolicyOnDemand, CleanPolicyOnRuntimeDeleted, CleanPolicyOnFuseChanged),
+		kvalidate.Enum(s.Fuse.CleanPolicy, "fuse.cleanPolicy", CleanPolicyOnDemand, CleanPolicyOnRuntimeDeleted, CleanPolicyOnFuseChanged),
 		validateNetworkMode(s.Fuse.NetworkMode, "fuse.networkMode"),
 	)
 	return validateName(r.Name).Also(errs.ViaField("spec"))

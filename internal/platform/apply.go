@@ -81,15 +81,7 @@ func (c *Controller) apply(ctx context.Context, sources []manifest.Source, dryRu
 		}
 		return res, nil
 	}
-	changes, _, err := c.store.Apply(ctx, puts, nil)
-	if err != nil {
-		return res, err
-	}
-	for _, ch := range changes {
-		res.Changes = append(res.Changes, change(ch.Key, ch.Action.String()))
-	}
-	c.Kick()
-	return res, nil
+	return c.commit(ctx, res, puts, nil)
 }
 
 // remove deletes the objects the sources name (they need not validate, only decode).
@@ -122,7 +114,12 @@ func (c *Controller) remove(ctx context.Context, sources []manifest.Source) (App
 	if len(keys) == 0 {
 		return res, nil
 	}
-	changes, _, err := c.store.Apply(ctx, nil, keys)
+	return c.commit(ctx, res, nil, keys)
+}
+
+// store_ applies puts and deletes in one transaction and reports each change.
+func (c *Controller) commit(ctx context.Context, res ApplyResult, puts []store.Object, deletes []store.Key) (ApplyResult, error) {
+	changes, _, err := c.store.Apply(ctx, puts, deletes)
 	if err != nil {
 		return res, err
 	}
