@@ -3,8 +3,8 @@ package reconciler
 import (
 	"context"
 	"encoding/json"
-	"time"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/apis"
