@@ -300,8 +300,8 @@ func (c *Controller) pass(ctx context.Context) {
 		}
 	}
 	c.opts.Images = reconciler.ImageCommands(snap.ConfigMap(reconciler.ImagesNamespace, reconciler.ImagesConfigMap))
-	// Routes first, so a revision leaving the route stops getting requests before it stops.
-	c.gw.SetRoutes(out.Routes)
+	// New revisions first (the gateway holds requests only for revisions it knows), then routes,
+	// then retirements: a revision leaving the route stops getting requests before it stops.
 	now := c.now()
 	for _, r := range out.Revisions {
 		id := serving.NewRevisionID(r.Namespace, r.Name)
@@ -330,6 +330,7 @@ func (c *Controller) pass(ctx context.Context) {
 		c.log.Error("revision cannot run", "revision", id, "err", err)
 		c.Kick() // mark it failed in the store on the next pass
 	}
+	c.gw.SetRoutes(out.Routes)
 	for id := range c.running {
 		if !out.Active[id] {
 			c.log.Info("revision retired", "revision", id)

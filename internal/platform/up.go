@@ -190,6 +190,7 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	if e := gwSrv.Shutdown(sctx); e != nil {
 		log.Warn("gateway shutdown", "err", e)
 	}
+	gw.CloseIdleConnections()
 	stopRun()
 	wg.Wait()
 	if e := sup.Shutdown(sctx); e != nil {
