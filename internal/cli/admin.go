@@ -246,7 +246,7 @@ func printDescribe(w io.Writer, d platform.ServiceDetail) {
 	for _, t := range s.Traffic {
 		latest := ""
 		if t.LatestRevision {
-			latest = " (latest ready)"
+			latest = " (latestRevision)"
 		}
 		tag := ""
 		if t.Tag != "" {
