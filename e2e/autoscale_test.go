@@ -60,7 +60,7 @@ func (u *up) load(t *testing.T, n int, host, path string) (stop func() int) {
 	}
 }
 
-func (u *up) revision(t *testing.T, name string) (platform.RevisionView, bool) {
+func (u *up) revision(t testing.TB, name string) (platform.RevisionView, bool) {
 	for _, r := range u.revisions(t) {
 		if r.Name == name {
 			return r, true

@@ -75,7 +75,7 @@ func (s *syncBuffer) String() string {
 
 // up is a running `infera up`.
 type up struct {
-	t        *testing.T
+	t        testing.TB
 	cmd      *exec.Cmd
 	gateway  string // host:port
 	admin    string
@@ -88,13 +88,13 @@ type up struct {
 var addrLine = regexp.MustCompile(`^(gateway|admin)\s+http://(\S+)`)
 
 // startUp runs `infera up -f manifests` on free ports and waits until it listens.
-func startUp(t *testing.T, manifests string, args ...string) *up {
+func startUp(t testing.TB, manifests string, args ...string) *up {
 	t.Helper()
 	dir := t.TempDir()
 	return startUpIn(t, dir, manifests, args...)
 }
 
-func startUpIn(t *testing.T, stateDir, manifests string, args ...string) *up {
+func startUpIn(t testing.TB, stateDir, manifests string, args ...string) *up {
 	t.Helper()
 	argv := []string{"up", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--state-dir", stateDir, "--log-level", "debug"}
 	if manifests != "" {
@@ -167,7 +167,7 @@ func (u *up) stop(sig syscall.Signal) error {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	last := ""
@@ -204,7 +204,7 @@ func (u *up) waitReady(name string) platform.ServiceView {
 	return got
 }
 
-func (u *up) revisions(t *testing.T) []platform.RevisionView {
+func (u *up) revisions(t testing.TB) []platform.RevisionView {
 	t.Helper()
 	revs, err := u.client.Revisions(context.Background())
 	if err != nil {
@@ -213,7 +213,7 @@ func (u *up) revisions(t *testing.T) []platform.RevisionView {
 	return revs
 }
 
-func (u *up) replicas(t *testing.T) []platform.Replica {
+func (u *up) replicas(t testing.TB) []platform.Replica {
 	t.Helper()
 	reps, err := u.client.Replicas(context.Background())
 	if err != nil {
@@ -223,7 +223,7 @@ func (u *up) replicas(t *testing.T) []platform.Replica {
 }
 
 // apply applies manifests to the running up.
-func (u *up) apply(t *testing.T, manifests string) platform.ApplyResult {
+func (u *up) apply(t testing.TB, manifests string) platform.ApplyResult {
 	t.Helper()
 	cmd := exec.Command(inferaBin, "apply", "--admin", u.admin, "-f", "-")
 	cmd.Stdin = strings.NewReader(manifests)
@@ -246,7 +246,7 @@ func (u *up) do(method, host, path string, body io.Reader) (*http.Response, erro
 	return httpClient.Do(req)
 }
 
-func (u *up) get(t *testing.T, host, path string) (int, string) {
+func (u *up) get(t testing.TB, host, path string) (int, string) {
 	t.Helper()
 	resp, err := u.do(http.MethodGet, host, path, nil)
 	if err != nil {
@@ -257,7 +257,7 @@ func (u *up) get(t *testing.T, host, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func mustJSON(t *testing.T, b []byte, v any) {
+func mustJSON(t testing.TB, b []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("%v: %s", err, b)
