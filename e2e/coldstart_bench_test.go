@@ -14,6 +14,7 @@ import (
 // revision at zero to its response, against the anchor of the same app started directly and
 // called once it accepts connections (its own start-to-ready plus one request), in the same run.
 // Reported: cold-p50-ms, anchor-p50-ms and their difference, the platform's overhead.
+// COLD_LOG=FILE writes up's debug log (with a "BENCH request at" line per cold request) to FILE.
 //
 //	go test -run '^$' -bench ColdStart -benchtime 5x ./e2e/
 func BenchmarkColdStart(b *testing.B) {
@@ -27,6 +28,7 @@ func BenchmarkColdStart(b *testing.B) {
 			return ok && r.Decision != nil && r.Decision.DeciderDesired == 0 && r.RunningReplicas == 0, fmt.Sprintf("%+v", r)
 		})
 		start := time.Now()
+		fmt.Fprintf(u.out, "BENCH request at %s\n", start.UTC().Format("15:04:05.000000"))
 		resp, err := u.do("GET", "cold.default.localhost", "/", nil)
 		if err != nil || resp.StatusCode != 200 {
 			b.Fatalf("cold request: %v %v", err, resp)
@@ -34,6 +36,9 @@ func BenchmarkColdStart(b *testing.B) {
 		resp.Body.Close()
 		cold = append(cold, time.Since(start))
 		anchor = append(anchor, directStart(b))
+	}
+	if f := os.Getenv("COLD_LOG"); f != "" {
+		os.WriteFile(f, []byte(u.out.String()), 0o644)
 	}
 	c, a := median(cold), median(anchor)
 	b.ReportMetric(float64(c.Microseconds())/1000, "cold-p50-ms")

@@ -244,6 +244,7 @@ func (c *Controller) poke(id serving.RevisionID) {
 		return
 	}
 	d, changed := c.scaler.Poke(c.now(), id)
+	c.log.Debug("poke", "revision", id, "decided", changed, "desired", d.Desired)
 	if changed {
 		c.decide(id, rev, d)
 	}
