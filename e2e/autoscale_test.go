@@ -134,6 +134,6 @@ func TestAutoscaleMinAndMaxScale(t *testing.T) {
 		if r.Decision.Desired < 1 || r.ReadyReplicas < 1 {
 			t.Fatalf("went below min-scale: %+v ready %d", *r.Decision, r.ReadyReplicas)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // sampling: the property holds over a span longer than window + grace
 	}
 }

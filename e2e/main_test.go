@@ -180,7 +180,7 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() (bo
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not true within %v; last state: %s", what, within, last)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // polling interval of a bounded wait on a condition
 	}
 }
 
