@@ -21,13 +21,7 @@ func (a supervisorAdapter) Remove(id serving.RevisionID)      { a.s.Remove(id) }
 
 func (a supervisorAdapter) Status(id serving.RevisionID) RevisionStatus {
 	st := a.s.Status(id)
-	running := 0
-	for _, r := range a.s.Replicas() {
-		if r.Revision == id {
-			running++
-		}
-	}
-	return RevisionStatus{Ready: st.Ready, Running: running, Failed: st.Failed, Message: st.Message}
+	return RevisionStatus{Ready: st.Ready, Running: st.Live, Failed: st.Failed, Message: st.Message}
 }
 
 func (a supervisorAdapter) Replicas() []Replica {

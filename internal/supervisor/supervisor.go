@@ -92,6 +92,7 @@ const (
 type RevisionStatus struct {
 	Desired int `json:"desired"` // the last Scale
 	Actual  int `json:"actual"`  // replicas not terminating
+	Live    int `json:"live"`    // every replica not yet gone, terminating ones included
 	Ready   int `json:"ready"`   // replicas in state Ready
 	// Failed: its replicas exit (or cannot start) and none has ever been ready.
 	Failed  bool   `json:"failed"`
@@ -286,6 +287,7 @@ func (s *Supervisor) Status(id serving.RevisionID) RevisionStatus {
 		return RevisionStatus{}
 	}
 	st := RevisionStatus{Desired: rs.desired, Failed: rs.failed, Message: rs.message}
+	st.Live = len(rs.replicas)
 	for _, r := range rs.replicas {
 		if !r.stopping {
 			st.Actual++
