@@ -60,6 +60,10 @@ func TestQuickstartStreamsAndSurvivesRestart(t *testing.T) {
 		t.Errorf("SSE events = %q", events)
 	}
 
+	if out, code := u.infera(t, "", "logs", "llm"); code != 0 || !strings.Contains(out, "model") {
+		t.Errorf("infera logs llm: exit %d\n%s", code, out)
+	}
+
 	if err := u.stop(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: %v\n%s", err, u.out)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -359,4 +360,35 @@ func alive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func TestSecondSignalForcesExit(t *testing.T) {
+	u := startUp(t, appService("stuck", nil, nil, "timeoutSeconds: 600\n", ""))
+	u.waitReady("stuck")
+	held := make(chan error, 1)
+	go func() {
+		resp, err := u.do(http.MethodGet, "stuck.default.localhost", "/sleep?d=10m", nil)
+		if err == nil {
+			resp.Body.Close()
+		}
+		held <- err
+	}()
+	eventually(t, 10*time.Second, "request in flight", func() (bool, string) {
+		for _, r := range u.replicas(t) {
+			if r.InFlight > 0 {
+				return true, ""
+			}
+		}
+		return false, "nothing in flight"
+	})
+	u.cmd.Process.Signal(syscall.SIGTERM) // graceful: would wait for the 10 minute request
+	eventually(t, 10*time.Second, "shutting down", func() (bool, string) {
+		return strings.Contains(u.out.String(), "shutting down"), ""
+	})
+	err := u.stop(syscall.SIGTERM)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Errorf("after a second signal: %v, want exit status 130\n%s", err, u.out)
+	}
+	<-held
 }
