@@ -2,11 +2,16 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -20,7 +25,9 @@ import (
 // loopback replica, b.N requests each way, spread over the given number of clients. Its
 // metrics are the budgets of DESIGN.md: added-p50-us (gateway p50 minus direct p50) and
 // throughput-ratio (gateway requests/s over direct requests/s). The same is measured, untimed,
-// for a bare httputil.ReverseProxy (the core of Knative's queue-proxy) as an anchor.
+// for two anchors: Knative's own queue-proxy (knative.dev/serving v0.50.0 cmd/queue, a go tool
+// of this module, built and run standalone in front of the same replica: DESIGN.md's anchor)
+// and a bare httputil.ReverseProxy (queue-proxy's core).
 //
 //	go test -run '^$' -bench Overhead -benchtime 20000x ./internal/gateway/
 func BenchmarkOverhead(b *testing.B) {
@@ -51,6 +58,7 @@ func benchOverhead(b *testing.B, clients int) {
 	defer rp.Transport.(*http.Transport).CloseIdleConnections()
 	anchor := httptest.NewServer(rp)
 	defer anchor.Close()
+	qp := startQueueProxy(b, replica.Listener.Addr().(*net.TCPAddr).Port)
 
 	tr := &http.Transport{MaxIdleConnsPerHost: 2 * clients, DisableCompression: true}
 	defer tr.CloseIdleConnections()
@@ -98,12 +106,16 @@ func benchOverhead(b *testing.B, clients int) {
 	run(replica.URL, "")
 	run(front.URL, "bench.default.localhost")
 	run(anchor.URL, "")
+	run(qp, "")
 	b.ReportAllocs()
 	b.ResetTimer()
 	directP50, directRPS := run(replica.URL, "")
 	gwP50, gwRPS := run(front.URL, "bench.default.localhost")
 	b.StopTimer()
 	rpP50, rpRPS := run(anchor.URL, "")
+	qpP50, qpRPS := run(qp, "")
+	b.ReportMetric(float64(qpP50-directP50)/1e3, "queueproxy-added-p50-us")
+	b.ReportMetric(qpRPS/directRPS, "queueproxy-throughput-ratio")
 	b.ReportMetric(float64(rpP50-directP50)/1e3, "reverseproxy-added-p50-us")
 	b.ReportMetric(rpRPS/directRPS, "reverseproxy-throughput-ratio")
 	b.ReportMetric(float64(directP50)/1e3, "direct-p50-us")
@@ -189,6 +201,66 @@ func BenchmarkAcquireRelease(b *testing.B) {
 			r.release(ep)
 		}
 	})
+}
+
+var (
+	queueOnce sync.Once
+	queueBin  string
+	queueErr  error
+)
+
+// startQueueProxy builds Knative's queue-proxy (once) and runs it standalone in front of the
+// replica on userPort, as a revision's sidecar would be: containerConcurrency 0, timeout 300 s.
+// It returns its URL once it answers.
+func startQueueProxy(b *testing.B, userPort int) string {
+	b.Helper()
+	queueOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "queue-proxy-")
+		if err != nil {
+			queueErr = err
+			return
+		}
+		queueBin = filepath.Join(dir, "queue")
+		out, err := exec.Command("go", "build", "-o", queueBin, "knative.dev/serving/cmd/queue").CombinedOutput()
+		if err != nil {
+			queueErr = fmt.Errorf("building Knative's queue-proxy: %v\n%s", err, out)
+		}
+	})
+	if queueErr != nil {
+		b.Fatal(queueErr)
+	}
+	port, tlsPort := freePort(b), freePort(b)
+	cmd := exec.Command(queueBin)
+	cmd.Env = append(os.Environ(),
+		"QUEUE_SERVING_PORT="+itoa(port), "QUEUE_SERVING_TLS_PORT="+itoa(tlsPort), "USER_PORT="+itoa(userPort),
+		"CONTAINER_CONCURRENCY=0", "REVISION_TIMEOUT_SECONDS=300", "SERVING_LOGGING_CONFIG=", "SERVING_LOGGING_LEVEL=error",
+		"SERVING_NAMESPACE=default", "SERVING_CONFIGURATION=bench", "SERVING_REVISION=bench-00001", "SERVING_SERVICE=bench",
+		"SERVING_POD=bench-00001-deployment", "SERVING_POD_IP=127.0.0.1")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	url := "http://127.0.0.1:" + itoa(port)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) { // polling its start
+		if res, err := http.Get(url); err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return url
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("Knative's queue-proxy did not answer within 30s")
+		}
+	}
+}
+
+func freePort(b *testing.B) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func itoa(i int) string {
