@@ -287,6 +287,15 @@ func (c *Controller) pass(ctx context.Context) {
 		}
 		observed[id] = o
 	}
+	c.mu.RLock()
+	for _, prev := range c.view.services { // Service status is not stored: carry it from the last pass
+		for _, s := range snap.services {
+			if s.Namespace == prev.Namespace && s.Name == prev.Name {
+				s.Status = *prev.Status.DeepCopy()
+			}
+		}
+	}
+	c.mu.RUnlock()
 	out := reconciler.Compute(reconciler.Input{
 		Services: snap.services, Configurations: snap.configurations, Revisions: snap.revisions,
 		Observed: observed, Domain: snap.knativeConfig().Domain(),

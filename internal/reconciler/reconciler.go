@@ -95,8 +95,10 @@ func Compute(in Input) Output {
 	for _, svc := range services {
 		k := key(svc.Namespace, svc.Name)
 		s := svc.DeepCopy()
+		before := slices.Clone(s.Status.Conditions) // the status the caller last saw, if it kept it
 		cfg, revs := reconcileConfiguration(s, configs[k], revsByConfig[k], in.Observed)
 		route := reconcileRoute(s, cfg, revs, in.Domain)
+		keepTransitionTimes(before, &s.Status)
 		out.Configurations = append(out.Configurations, cfg)
 		out.Revisions = append(out.Revisions, revs...)
 		out.Services = append(out.Services, s)

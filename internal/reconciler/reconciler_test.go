@@ -204,3 +204,24 @@ func TestUnchangedStatusIsStable(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceStatusKeptWhenCarried: a caller that passes the Service's last status back gets
+// its transition times kept while nothing changes.
+func TestServiceStatusKeptWhenCarried(t *testing.T) {
+	past := apis.VolatileTime{Inner: metav1.NewTime(time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC))}
+	w := &world{}
+	w.ready("llm-00001")
+	svc := service("img")
+	out := w.step(t, svc)
+	carried := svc.DeepCopy()
+	carried.Status = *out.Services[0].Status.DeepCopy()
+	for i := range carried.Status.Conditions {
+		carried.Status.Conditions[i].LastTransitionTime = past
+	}
+	out = w.step(t, carried)
+	for _, c := range out.Services[0].Status.Conditions {
+		if !c.LastTransitionTime.Inner.Equal(&past.Inner) {
+			t.Errorf("condition %s: time %v, want the carried %v", c.Type, c.LastTransitionTime.Inner, past.Inner)
+		}
+	}
+}
