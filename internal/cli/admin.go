@@ -27,14 +27,8 @@ func adminFlag(cmd *cobra.Command, admin *string) {
 	cmd.Flags().StringVar(admin, "admin", def, "admin address of the running infera up (env INFERA_ADMIN)")
 }
 
+// clientError is a failed admin API call: exit 1 with the server's or the client's message.
 func clientError(name string, err error) error {
-	var re *platform.ResultError
-	if errors.As(err, &re) {
-		return fail(ExitFailure, "%s: %s", name, re.Msg)
-	}
-	if errors.Is(err, platform.ErrNotRunning) {
-		return fail(ExitFailure, "%s: %v", name, err)
-	}
 	return fail(ExitFailure, "%s: %v", name, err)
 }
 
@@ -59,22 +53,9 @@ does) and stores all of it, or nothing when any document has an error. Services 
 at once: a changed template makes a new revision, and traffic moves when it is ready.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			sources, err := readInput("apply", files, stdio)
-			if err != nil {
-				return err
-			}
-			res, err := platform.NewClient(admin).Apply(cmd.Context(), sources, dryRun)
-			var re *platform.ResultError
-			if errors.As(err, &re) {
-				printResult(stdio, re.Result)
-				fmt.Fprintf(stdio.ErrOut, "%d error(s), %d warning(s): nothing was applied\n", re.Result.Errors, re.Result.Warnings)
-				return silent(ExitFailure)
-			}
-			if err != nil {
-				return clientError("apply", err)
-			}
-			printResult(stdio, res)
-			return nil
+			return sendManifests(stdio, "apply", files, func(c *platform.Client, sources []manifest.Source) (platform.ApplyResult, error) {
+				return c.Apply(cmd.Context(), sources, dryRun)
+			}, admin)
 		},
 	}
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory or - for stdin (repeatable)")
@@ -93,26 +74,38 @@ func newDelete(stdio IO) *cobra.Command {
 (drained first) and removes its revisions.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			sources, err := readInput("delete", files, stdio)
-			if err != nil {
-				return err
-			}
-			res, err := platform.NewClient(admin).Delete(cmd.Context(), sources)
-			var re *platform.ResultError
-			if errors.As(err, &re) {
-				printResult(stdio, re.Result)
-				return silent(ExitFailure)
-			}
-			if err != nil {
-				return clientError("delete", err)
-			}
-			printResult(stdio, res)
-			return nil
+			return sendManifests(stdio, "delete", files, func(c *platform.Client, sources []manifest.Source) (platform.ApplyResult, error) {
+				return c.Delete(cmd.Context(), sources)
+			}, admin)
 		},
 	}
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory or - for stdin (repeatable)")
 	adminFlag(cmd, &admin)
 	return cmd
+}
+
+// sendManifests reads the -f inputs and sends them to the running up with call. A refused set
+// (problems in it) prints every problem and exits 1; for apply it also says nothing was applied.
+func sendManifests(stdio IO, name string, files []string,
+	call func(*platform.Client, []manifest.Source) (platform.ApplyResult, error), admin string) error {
+	sources, err := readInput(name, files, stdio)
+	if err != nil {
+		return err
+	}
+	res, err := call(platform.NewClient(admin), sources)
+	var re *platform.ResultError
+	if errors.As(err, &re) {
+		printResult(stdio, re.Result)
+		if name == "apply" {
+			fmt.Fprintf(stdio.ErrOut, "%d error(s), %d warning(s): nothing was applied\n", re.Result.Errors, re.Result.Warnings)
+		}
+		return silent(ExitFailure)
+	}
+	if err != nil {
+		return clientError(name, err)
+	}
+	printResult(stdio, res)
+	return nil
 }
 
 func readInput(name string, files []string, stdio IO) ([]manifest.Source, error) {

@@ -236,32 +236,18 @@ func (r *replica) standardReadiness(ctx context.Context, p *serving.Probe, repor
 
 // livenessLoop returns the last error once FailureThreshold checks in a row failed.
 func (r *replica) livenessLoop(ctx context.Context, p *serving.Probe) error {
-	if !sleepCtx(ctx, p.InitialDelay) {
-		return ctx.Err()
-	}
-	fail := 0
-	for {
-		err := r.check(ctx, p, p.Timeout)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err != nil {
-			fail++
-			if fail >= p.FailureThreshold {
-				return err
-			}
-		} else {
-			fail = 0
-		}
-		if !sleepCtx(ctx, p.Period) {
-			return ctx.Err()
-		}
-	}
+	return r.failureLoop(ctx, p, false)
 }
 
 // startupLoop returns nil at the first success, or the last error once FailureThreshold
 // checks in a row failed.
 func (r *replica) startupLoop(ctx context.Context, p *serving.Probe) error {
+	return r.failureLoop(ctx, p, true)
+}
+
+// failureLoop probes every Period after InitialDelay until FailureThreshold checks in a row
+// fail (it returns the last error) or, with untilSuccess, until the first success (nil).
+func (r *replica) failureLoop(ctx context.Context, p *serving.Probe, untilSuccess bool) error {
 	if !sleepCtx(ctx, p.InitialDelay) {
 		return ctx.Err()
 	}
@@ -271,12 +257,15 @@ func (r *replica) startupLoop(ctx context.Context, p *serving.Probe) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err == nil {
+		switch {
+		case err == nil && untilSuccess:
 			return nil
-		}
-		fail++
-		if fail >= p.FailureThreshold {
-			return err
+		case err == nil:
+			fail = 0
+		default:
+			if fail++; fail >= p.FailureThreshold {
+				return err
+			}
 		}
 		if !sleepCtx(ctx, p.Period) {
 			return ctx.Err()
