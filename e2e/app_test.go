@@ -23,7 +23,7 @@ const appEnv = "INFERA_E2E_APP"
 //	APP_LIVE_FILE    /live answers 500 while this file exists (a failing liveness probe)
 func runApp() {
 	if d, err := time.ParseDuration(os.Getenv("APP_START_DELAY")); err == nil {
-		time.Sleep(d)
+		time.Sleep(d) // the app being slow to start: the behaviour under test
 	}
 	if os.Getenv("APP_CRASH") != "" {
 		fmt.Fprintln(os.Stderr, "app: crashing on purpose")

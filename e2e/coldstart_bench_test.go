@@ -8,6 +8,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/infera-dev/infera/internal/testutil"
 )
 
 // BenchmarkColdStart measures DESIGN.md's scale-from-zero budget: the time from a request for a
@@ -68,15 +70,14 @@ func directStart(b *testing.B) time.Duration {
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
+	if !testutil.Poll(30*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Since(start) > 30*time.Second {
-			b.Fatal("anchor app did not listen")
-		}
-		time.Sleep(time.Millisecond) // the anchor polls as fast as it can
+		return err == nil
+	}) {
+		b.Fatal("anchor app did not listen")
 	}
 	resp, err := httpClient.Get("http://" + addr + "/")
 	if err != nil {

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/infera-dev/infera/internal/platform"
+
+	"github.com/infera-dev/infera/internal/testutil"
 )
 
 var (
@@ -169,19 +171,7 @@ func (u *up) stop(sig syscall.Signal) error {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, within time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	last := ""
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true within %v; last state: %s", what, within, last)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval of a bounded wait on a condition
-	}
+	testutil.Eventually(t, within, what, cond)
 }
 
 // waitReady waits until the service is Ready.

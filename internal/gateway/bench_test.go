@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/infera-dev/infera/internal/serving"
+
+	"github.com/infera-dev/infera/internal/testutil"
 )
 
 // BenchmarkOverhead measures the gateway hop against a direct call to the same trivial
@@ -241,17 +243,17 @@ func startQueueProxy(b *testing.B, userPort int) string {
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	url := "http://127.0.0.1:" + itoa(port)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) { // polling its start
-		if res, err := http.Get(url); err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return url
-			}
+	if !testutil.Poll(30*time.Second, func() bool {
+		res, err := http.Get(url)
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			b.Fatal("Knative's queue-proxy did not answer within 30s")
-		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	}) {
+		b.Fatal("Knative's queue-proxy did not answer within 30s")
 	}
+	return url
 }
 
 func freePort(b *testing.B) int {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/infera-dev/infera/internal/serving"
+
+	"github.com/infera-dev/infera/internal/testutil"
 )
 
 // fakeClock is the injected clock for statistics.
@@ -39,20 +41,8 @@ func checkLeaks(t *testing.T) {
 	t.Helper()
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines: %d before, %d after\n%s", before, n, buf)
-				return
-			}
-			runtime.Gosched()
-			time.Sleep(10 * time.Millisecond) // polling for goroutines to exit, not waiting for state
+		if stacks, ok := testutil.GoroutinesSettle(10*time.Second, before); !ok {
+			t.Errorf("goroutines: %d before, more after\n%s", before, stacks)
 		}
 	})
 }
@@ -158,13 +148,7 @@ func (rg *rig) goDo(req *http.Request) <-chan result {
 // eventually polls cond until it holds or a deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond) // polling with a deadline
-	}
+	testutil.Eventually(t, 10*time.Second, what, func() (bool, string) { return cond(), "" })
 }
 
 // gate is a replica handler that blocks each request until released or the request ends.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/infera-dev/infera/internal/testutil"
 )
 
 // TestMain fails the run if goroutines of this package outlive the tests:
@@ -26,20 +28,17 @@ func TestMain(m *testing.M) {
 // package's code (other than TestMain) to end, and returns their stacks if
 // some do not.
 func leakedGoroutines(patience time.Duration) string {
-	deadline := time.Now().Add(patience)
-	for {
+	var leaked []string
+	testutil.Poll(patience, func() bool {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
+		leaked = leaked[:0]
 		for _, g := range strings.Split(string(buf), "\n\n") {
 			if strings.Contains(g, "infera/internal/modelserver.") && !strings.Contains(g, "modelserver.TestMain") {
 				leaked = append(leaked, g)
 			}
 		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		runtime.Gosched()
-		time.Sleep(10 * time.Millisecond) // polling for goroutines to finish exiting, bounded by the deadline
-	}
+		return len(leaked) == 0
+	})
+	return strings.Join(leaked, "\n\n")
 }

@@ -91,7 +91,7 @@ func BenchmarkProcessOnly(b *testing.B) {
 			if err == nil {
 				break
 			}
-			time.Sleep(serving.AggressiveProbePeriod)
+			time.Sleep(serving.AggressiveProbePeriod) // the anchor probes at the supervisor's cadence: the behaviour compared
 		}
 		cmd.Process.Kill()
 		cmd.Wait()

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/infera-dev/infera/internal/serving"
+
+	"github.com/infera-dev/infera/internal/testutil"
 )
 
 // The test binary doubles as a replica (SUPERVISOR_TEST_ROLE=replica) and as an infera
@@ -173,7 +175,14 @@ func replicaMain() {
 // prints the replica's pid and waits to be killed.
 func parentMain() {
 	gw := &fakeGateway{}
-	s, err := New(Config{Dir: os.Getenv("PARENT_DIR"), Gateway: gw})
+	changed := make(chan struct{}, 1)
+	onChange := func(serving.RevisionID) {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	s, err := New(Config{Dir: os.Getenv("PARENT_DIR"), Gateway: gw, OnChange: onChange})
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
@@ -183,11 +192,18 @@ func parentMain() {
 		rev.Volumes = []serving.Volume{{Name: "scratch", Kind: serving.VolumeEmptyDir, MountPath: filepath.Join(os.Getenv("PARENT_DIR"), "mnt")}}
 	}
 	s.Scale(rev, 1)
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	timeout := time.After(20 * time.Second)
+	for {
 		if rs := s.Replicas(); len(rs) == 1 && rs[0].State == Ready {
 			fmt.Println("PID", rs[0].PID)
 			select {}
 		}
+		select {
+		case <-changed:
+			continue
+		case <-timeout:
+		}
+		break
 	}
 	fmt.Println("error: replica not ready")
 	os.Exit(1)
@@ -361,13 +377,7 @@ func (c *fakeClock) pending() []time.Duration {
 // waitFor polls cond until it holds or 20 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not a wait for state
-	}
+	testutil.Eventually(t, 20*time.Second, what, func() (bool, string) { return cond(), "" })
 }
 
 func testRev(name string, env ...string) serving.Revision {
