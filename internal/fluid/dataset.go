@@ -275,25 +275,53 @@ func (s *DatasetSpec) validate() *apis.FieldError {
 			"dataRestoreLocation.path"))
 	}
 
-	for k := range s.SharedOptions {
+	errs = errs.Also(plainTextCredentials(s.SharedOptions, "sharedOptions", "sharedEncryptOptions"))
+	return errs.Also(checkEncryptOptions(s.SharedEncryptOptions, "sharedEncryptOptions", optionSet{"sharedOptions", has(s.SharedOptions)}))
+}
+
+// plainTextCredentials flags credentials written in plain options (field) instead of through
+// encryptField and a Secret.
+func plainTextCredentials(opts map[string]string, field, encryptField string) *apis.FieldError {
+	var errs *apis.FieldError
+	for k := range opts {
 		if plainCredentials[k] {
-			errs = errs.Also(apis.ErrGeneric("credential in plain text: set it with sharedEncryptOptions and a secretKeyRef", kvalidate.KeyPath("sharedOptions", k)))
+			errs = errs.Also(apis.ErrGeneric("credential in plain text: set it with "+encryptField+" and a secretKeyRef", kvalidate.KeyPath(field, k)))
 		}
 	}
+	return errs
+}
+
+// optionSet is another place an encrypt option's name may already be set.
+type optionSet struct {
+	field string
+	has   func(name string) bool
+}
+
+func has[V any](m map[string]V) func(string) bool {
+	return func(name string) bool { _, ok := m[name]; return ok }
+}
+
+// checkEncryptOptions validates each of opts (at field) and reports a name set twice in opts or
+// also set in one of elsewhere (the first that has it).
+func checkEncryptOptions(opts []EncryptOption, field string, elsewhere ...optionSet) *apis.FieldError {
+	var errs *apis.FieldError
 	seen := map[string]int{}
-	for j := range s.SharedEncryptOptions {
-		o := &s.SharedEncryptOptions[j]
-		errs = errs.Also(o.validate().ViaFieldIndex("sharedEncryptOptions", j))
+	for j := range opts {
+		o := &opts[j]
+		errs = errs.Also(o.validate().ViaFieldIndex(field, j))
 		if o.Name == "" {
 			continue
 		}
 		if k, dup := seen[o.Name]; dup {
-			errs = errs.Also(setTwice(o.Name, fmt.Sprintf("sharedEncryptOptions[%d]", k)).ViaFieldIndex("sharedEncryptOptions", j))
+			errs = errs.Also(setTwice(o.Name, fmt.Sprintf("%s[%d]", field, k)).ViaFieldIndex(field, j))
 			continue
 		}
 		seen[o.Name] = j
-		if _, ok := s.SharedOptions[o.Name]; ok {
-			errs = errs.Also(setTwice(o.Name, "sharedOptions").ViaFieldIndex("sharedEncryptOptions", j))
+		for _, set := range elsewhere {
+			if set.has(o.Name) {
+				errs = errs.Also(setTwice(o.Name, set.field).ViaFieldIndex(field, j))
+				break
+			}
 		}
 	}
 	return errs
@@ -314,11 +342,7 @@ func (s *DatasetSpec) validateMount(m *Mount) *apis.FieldError {
 			"path").At(apis.WarningLevel))
 	}
 
-	for k := range m.Options {
-		if plainCredentials[k] {
-			errs = errs.Also(apis.ErrGeneric("credential in plain text: set it with encryptOptions and a secretKeyRef", kvalidate.KeyPath("options", k)))
-		}
-	}
+	errs = errs.Also(plainTextCredentials(m.Options, "options", "encryptOptions"))
 
 	opts := s.MountOptions(m)
 	shared := map[string]bool{}
@@ -328,26 +352,9 @@ func (s *DatasetSpec) validateMount(m *Mount) *apis.FieldError {
 			errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("option %q is set more than once (also in sharedEncryptOptions)", o.Name), kvalidate.KeyPath("options", o.Name)))
 		}
 	}
-	seen := map[string]int{}
-	for j := range m.EncryptOptions {
-		o := &m.EncryptOptions[j]
-		errs = errs.Also(o.validate().ViaFieldIndex("encryptOptions", j))
-		if o.Name == "" {
-			continue
-		}
-		if k, dup := seen[o.Name]; dup {
-			errs = errs.Also(setTwice(o.Name, fmt.Sprintf("encryptOptions[%d]", k)).ViaFieldIndex("encryptOptions", j))
-			continue
-		}
-		seen[o.Name] = j
-		if _, ok := m.Options[o.Name]; ok {
-			errs = errs.Also(setTwice(o.Name, "options").ViaFieldIndex("encryptOptions", j))
-		} else if _, ok := s.SharedOptions[o.Name]; ok {
-			errs = errs.Also(setTwice(o.Name, "sharedOptions").ViaFieldIndex("encryptOptions", j))
-		} else if shared[o.Name] {
-			errs = errs.Also(setTwice(o.Name, "sharedEncryptOptions").ViaFieldIndex("encryptOptions", j))
-		}
-	}
+	errs = errs.Also(checkEncryptOptions(m.EncryptOptions, "encryptOptions",
+		optionSet{"options", has(m.Options)}, optionSet{"sharedOptions", has(s.SharedOptions)},
+		optionSet{"sharedEncryptOptions", has(shared)}))
 
 	if strings.HasPrefix(m.MountPoint, "oss://") {
 		if opts[ossEndpoint] == "" {
