@@ -203,29 +203,50 @@ func checkStop(stop stringList) ([]string, *httpError) {
 	return out, nil
 }
 
+// acceptOpenAI decodes an OpenAI request into req, finds the model it names (model reads it
+// after decoding) and builds its job; on any error it writes OpenAI's error and returns false.
+func acceptOpenAI[Req any](s *server, w http.ResponseWriter, r *http.Request, req *Req, model func() string,
+	build func(*Model, *Req) (job, *httpError)) (*Model, job, bool) {
+	if err := decodeBody(w, r, req); err != nil {
+		writeOpenAIError(w, err)
+		return nil, job{}, false
+	}
+	m, herr := s.loaded(model())
+	if herr != nil {
+		writeOpenAIError(w, herr)
+		return nil, job{}, false
+	}
+	j, herr := build(m, req)
+	if herr != nil {
+		writeOpenAIError(w, herr)
+		return nil, job{}, false
+	}
+	return m, j, true
+}
+
+// generateAll runs a non-streamed job; on failure it writes OpenAI's error (unless the client
+// has gone) and returns false.
+func (s *server) generateAll(w http.ResponseWriter, r *http.Request, m *Model, j job) ([]result, bool) {
+	results, err := s.generate(r, m, j, emitter{})
+	if err != nil {
+		if herr := statusOf(err); herr != nil {
+			writeOpenAIError(w, herr)
+		}
+		return nil, false
+	}
+	return results, true
+}
+
 func (s *server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	var req completionRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		writeOpenAIError(w, err)
-		return
-	}
-	m, herr := s.loaded(req.Model)
-	if herr != nil {
-		writeOpenAIError(w, herr)
-		return
-	}
-	j, herr := s.completionJob(m, &req)
-	if herr != nil {
-		writeOpenAIError(w, herr)
+	m, j, ok := acceptOpenAI(s, w, r, &req, func() string { return req.Model }, s.completionJob)
+	if !ok {
 		return
 	}
 	resp := completionResponse{ID: "cmpl-" + rand.Text(), Object: "text_completion", Created: time.Now().Unix(), Model: s.name}
 	if !req.Stream {
-		results, err := s.generate(r, m, j, emitter{})
-		if herr := statusOf(err); err != nil {
-			if herr != nil {
-				writeOpenAIError(w, herr)
-			}
+		results, ok := s.generateAll(w, r, m, j)
+		if !ok {
 			return
 		}
 		for i, res := range results {
@@ -321,27 +342,14 @@ func parsePrompts(m *Model, raw json.RawMessage) ([]Prompt, *httpError) {
 
 func (s *server) handleChatCompletions(w http.ResponseWriter, r *http.Request) {
 	var req chatRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		writeOpenAIError(w, err)
-		return
-	}
-	m, herr := s.loaded(req.Model)
-	if herr != nil {
-		writeOpenAIError(w, herr)
-		return
-	}
-	j, herr := s.chatJob(m, &req)
-	if herr != nil {
-		writeOpenAIError(w, herr)
+	m, j, ok := acceptOpenAI(s, w, r, &req, func() string { return req.Model }, s.chatJob)
+	if !ok {
 		return
 	}
 	resp := chatResponse{ID: "chatcmpl-" + rand.Text(), Object: "chat.completion", Created: time.Now().Unix(), Model: s.name}
 	if !req.Stream {
-		results, err := s.generate(r, m, j, emitter{})
-		if herr := statusOf(err); err != nil {
-			if herr != nil {
-				writeOpenAIError(w, herr)
-			}
+		results, ok := s.generateAll(w, r, m, j)
+		if !ok {
 			return
 		}
 		res := results[0]
