@@ -6,7 +6,7 @@ import (
 	"maps"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // Autoscaler is the KPA for every revision of an infera instance: Knative's
@@ -18,7 +18,7 @@ import (
 // concurrent use; the owner serialises calls.
 type Autoscaler struct {
 	cc   *ClusterConfig
-	revs map[serving.RevisionID]*managed
+	revs map[workload.RevisionID]*managed
 }
 
 // managed is one revision under the Autoscaler.
@@ -77,7 +77,7 @@ func New(cc *ClusterConfig) *Autoscaler {
 	if cc == nil {
 		cc = DefaultClusterConfig()
 	}
-	return &Autoscaler{cc: cc, revs: map[serving.RevisionID]*managed{}}
+	return &Autoscaler{cc: cc, revs: map[workload.RevisionID]*managed{}}
 }
 
 // Upsert starts autoscaling a revision at now, or updates one already
@@ -87,7 +87,7 @@ func New(cc *ClusterConfig) *Autoscaler {
 // template annotations; the Autoscaler keeps the map and never modifies it,
 // so the caller must not either. The error wraps ErrInvalidAnnotations or
 // ErrNotKPA; on error nothing changes.
-func (a *Autoscaler) Upsert(now time.Time, id serving.RevisionID, annotations map[string]string, containerConcurrency int) error {
+func (a *Autoscaler) Upsert(now time.Time, id workload.RevisionID, annotations map[string]string, containerConcurrency int) error {
 	params := RevisionParams{Annotations: annotations, ContainerConcurrency: int64(containerConcurrency), Reachable: true}
 	if m, ok := a.revs[id]; ok {
 		params.Reachable = m.params.Reachable
@@ -108,7 +108,7 @@ func (a *Autoscaler) Upsert(now time.Time, id serving.RevisionID, annotations ma
 	return nil
 }
 
-func (a *Autoscaler) update(now time.Time, id serving.RevisionID, m *managed, params RevisionParams) error {
+func (a *Autoscaler) update(now time.Time, id workload.RevisionID, m *managed, params RevisionParams) error {
 	cfg, err := NewConfig(a.cc, params)
 	if err != nil {
 		return fmt.Errorf("%w (revision %s)", err, id)
@@ -121,7 +121,7 @@ func (a *Autoscaler) update(now time.Time, id serving.RevisionID, m *managed, pa
 // SetReachable records whether a route sends traffic to the revision
 // (Knative's routing state: a revision no route targets is "reserve",
 // unreachable: it ignores min-scale and may go to zero at once).
-func (a *Autoscaler) SetReachable(now time.Time, id serving.RevisionID, reachable bool) error {
+func (a *Autoscaler) SetReachable(now time.Time, id workload.RevisionID, reachable bool) error {
 	m, ok := a.revs[id]
 	if !ok || m.params.Reachable == reachable {
 		return nil
@@ -140,7 +140,7 @@ func (a *Autoscaler) SetConfig(now time.Time, cc *ClusterConfig) error {
 	if cc == nil {
 		cc = DefaultClusterConfig()
 	}
-	cfgs := make(map[serving.RevisionID]Config, len(a.revs))
+	cfgs := make(map[workload.RevisionID]Config, len(a.revs))
 	var errs []error
 	for id, m := range a.revs {
 		cfg, err := NewConfig(cc, m.params)
@@ -161,7 +161,7 @@ func (a *Autoscaler) SetConfig(now time.Time, cc *ClusterConfig) error {
 }
 
 // Remove stops autoscaling a revision.
-func (a *Autoscaler) Remove(id serving.RevisionID) { delete(a.revs, id) }
+func (a *Autoscaler) Remove(id workload.RevisionID) { delete(a.revs, id) }
 
 // Len is the number of revisions autoscaled.
 func (a *Autoscaler) Len() int { return len(a.revs) }
@@ -169,7 +169,7 @@ func (a *Autoscaler) Len() int { return len(a.revs) }
 // Record adds one second of the gateway's load for a revision (s.Time is
 // the end of that second, as Knative's collector records a report when it
 // arrives). Stats for unknown revisions are dropped.
-func (a *Autoscaler) Record(s serving.Stat) {
+func (a *Autoscaler) Record(s workload.Stat) {
 	m, ok := a.revs[s.Revision]
 	if !ok {
 		return
@@ -185,8 +185,8 @@ func (a *Autoscaler) Record(s serving.Stat) {
 
 // Tick decides every revision at now. ready holds the ready replicas of each
 // revision (absent: 0). The result has one Decision per revision.
-func (a *Autoscaler) Tick(now time.Time, ready map[serving.RevisionID]int) map[serving.RevisionID]Decision {
-	out := make(map[serving.RevisionID]Decision, len(a.revs))
+func (a *Autoscaler) Tick(now time.Time, ready map[workload.RevisionID]int) map[workload.RevisionID]Decision {
+	out := make(map[workload.RevisionID]Decision, len(a.revs))
 	for id, m := range a.revs {
 		out[id] = m.tick(now, ready[id])
 	}
@@ -200,7 +200,7 @@ func (a *Autoscaler) Tick(now time.Time, ready map[serving.RevisionID]int) map[s
 // at the next tick: it returns the decision and true. Otherwise (unknown
 // revision, or a recommendation other than zero, e.g. none yet) it returns
 // the last decision and false and the next tick decides.
-func (a *Autoscaler) Poke(now time.Time, id serving.RevisionID) (Decision, bool) {
+func (a *Autoscaler) Poke(now time.Time, id workload.RevisionID) (Decision, bool) {
 	m, ok := a.revs[id]
 	if !ok {
 		return Decision{}, false
@@ -217,7 +217,7 @@ func (a *Autoscaler) Poke(now time.Time, id serving.RevisionID) (Decision, bool)
 
 // Decision is the revision's last decision (from Upsert until the first
 // tick: its initial scale).
-func (a *Autoscaler) Decision(id serving.RevisionID) (Decision, bool) {
+func (a *Autoscaler) Decision(id workload.RevisionID) (Decision, bool) {
 	m, ok := a.revs[id]
 	if !ok {
 		return Decision{}, false

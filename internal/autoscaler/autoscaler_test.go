@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 var t0 = time.Unix(1_700_000_000, 0)
@@ -19,12 +19,12 @@ func sec(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 // drive records a constant load c for seconds (from, to] and ticks every
 // two seconds, with ready pods following Desired at once; it returns the
 // last decision.
-func drive(a *Autoscaler, id serving.RevisionID, ready *int, from, to int, c float64) Decision {
+func drive(a *Autoscaler, id workload.RevisionID, ready *int, from, to int, c float64) Decision {
 	var d Decision
 	for s := from + 1; s <= to; s++ {
-		a.Record(serving.Stat{Revision: id, Time: sec(s), Concurrency: c, Requests: c})
+		a.Record(workload.Stat{Revision: id, Time: sec(s), Concurrency: c, Requests: c})
 		if s%2 == 0 {
-			d = a.Tick(sec(s), map[serving.RevisionID]int{id: *ready})[id]
+			d = a.Tick(sec(s), map[workload.RevisionID]int{id: *ready})[id]
 			*ready = d.Desired
 		}
 	}
@@ -32,7 +32,7 @@ func drive(a *Autoscaler, id serving.RevisionID, ready *int, from, to int, c flo
 }
 
 func TestAutoscalerLifecycle(t *testing.T) {
-	const id = serving.RevisionID("default/llm-00001")
+	const id = workload.RevisionID("default/llm-00001")
 	a := New(nil)
 	if err := a.Upsert(sec(0), id, map[string]string{"autoscaling.knative.dev/window": "10s"}, 5); err != nil {
 		t.Fatal(err)
@@ -51,9 +51,9 @@ func TestAutoscalerLifecycle(t *testing.T) {
 	// never down while panicking.
 	zeroAt, prev := 0, d
 	for s := 5; s <= 200 && zeroAt == 0; s++ {
-		a.Record(serving.Stat{Revision: id, Time: sec(s)})
+		a.Record(workload.Stat{Revision: id, Time: sec(s)})
 		if s%2 == 0 {
-			d = a.Tick(sec(s), map[serving.RevisionID]int{id: ready})[id]
+			d = a.Tick(sec(s), map[workload.RevisionID]int{id: ready})[id]
 			if prev.Panic && d.Panic && d.Desired < prev.Desired {
 				t.Fatalf("at %ds: scaled down from %d to %d while panicking", s, prev.Desired, d.Desired)
 			}
@@ -85,8 +85,8 @@ func TestAutoscalerLifecycle(t *testing.T) {
 		t.Fatal("second poke decided again")
 	}
 	// The gateway's next stat leaves out the request the poke recorded.
-	a.Record(serving.Stat{Revision: id, Time: sec(302), Concurrency: 1, Requests: 1})
-	d = a.Tick(sec(302), map[serving.RevisionID]int{id: 1})[id]
+	a.Record(workload.Stat{Revision: id, Time: sec(302), Concurrency: 1, Requests: 1})
+	d = a.Tick(sec(302), map[workload.RevisionID]int{id: 1})[id]
 	if d.StableConcurrency != 0.5 || d.StableRPS != 0.5 || d.Desired != 1 || d.Active != Active {
 		t.Fatalf("after poke: %+v", d)
 	}
@@ -94,11 +94,11 @@ func TestAutoscalerLifecycle(t *testing.T) {
 	if _, ok := a.Poke(sec(303), id); ok || a.Len() != 0 {
 		t.Fatal("removed revision still known")
 	}
-	a.Record(serving.Stat{Revision: id, Time: sec(304), Concurrency: 3}) // dropped, no panic
+	a.Record(workload.Stat{Revision: id, Time: sec(304), Concurrency: 3}) // dropped, no panic
 }
 
 func TestAutoscalerUpsert(t *testing.T) {
-	const id = serving.RevisionID("default/m-00001")
+	const id = workload.RevisionID("default/m-00001")
 	a := New(nil)
 	err := a.Upsert(sec(0), id, map[string]string{"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev", "autoscaling.knative.dev/metric": "cpu"}, 0)
 	if !errors.Is(err, ErrNotKPA) || a.Len() != 0 {
@@ -144,13 +144,13 @@ func TestAutoscalerUpsert(t *testing.T) {
 	if err := a.SetConfig(sec(11), good); err != nil {
 		t.Fatal(err)
 	}
-	if d := a.Tick(sec(12), map[serving.RevisionID]int{id: 3})[id]; d.Target != 10 {
+	if d := a.Tick(sec(12), map[workload.RevisionID]int{id: 3})[id]; d.Target != 10 {
 		t.Fatalf("after SetConfig: %+v", d)
 	}
 }
 
 func TestAutoscalerInitialScaleZero(t *testing.T) {
-	const id = serving.RevisionID("default/m-00001")
+	const id = workload.RevisionID("default/m-00001")
 	cc, _ := ParseClusterConfig(map[string]string{"allow-zero-initial-scale": "true"})
 	a := New(cc)
 	if err := a.Upsert(sec(0), id, map[string]string{"autoscaling.knative.dev/initial-scale": "0"}, 0); err != nil {
@@ -164,7 +164,7 @@ func TestAutoscalerInitialScaleZero(t *testing.T) {
 	if _, poked := a.Poke(sec(3), id); poked {
 		t.Fatal("poked without a standing recommendation")
 	}
-	a.Record(serving.Stat{Revision: id, Time: sec(4), Concurrency: 1, Requests: 1})
+	a.Record(workload.Stat{Revision: id, Time: sec(4), Concurrency: 1, Requests: 1})
 	if d := a.Tick(sec(4), nil)[id]; d.Desired != 1 || d.Active != Activating {
 		t.Fatalf("first load: %+v", d)
 	}
@@ -211,7 +211,7 @@ func TestAutoscalerProperties(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id := serving.RevisionID(fmt.Sprintf("default/r-%05d", run))
+		id := workload.RevisionID(fmt.Sprintf("default/r-%05d", run))
 		a := New(cc)
 		if err := a.Upsert(sec(0), id, anns, []int{0, 1, 4, 10}[rng.IntN(4)]); err != nil {
 			t.Fatalf("run %d: %v", run, err)
@@ -234,7 +234,7 @@ func TestAutoscalerProperties(t *testing.T) {
 				level = 0
 			}
 			if level > 0 || rng.IntN(2) == 0 {
-				a.Record(serving.Stat{Revision: id, Time: sec(s), Concurrency: level, Requests: level})
+				a.Record(workload.Stat{Revision: id, Time: sec(s), Concurrency: level, Requests: level})
 			}
 			if rng.IntN(500) == 0 {
 				reachable = !reachable
@@ -245,7 +245,7 @@ func TestAutoscalerProperties(t *testing.T) {
 			if s%2 != 0 {
 				continue
 			}
-			d := a.Tick(sec(s), map[serving.RevisionID]int{id: ready})[id]
+			d := a.Tick(sec(s), map[workload.RevisionID]int{id: ready})[id]
 			where := fmt.Sprintf("run %d at %ds (%v, %v, reachable %v)", run, s, anns, data, reachable)
 			if maxS > 0 && d.Desired > maxS {
 				t.Fatalf("%s: desired %d above max %d", where, d.Desired, maxS)
@@ -296,10 +296,10 @@ func BenchmarkTick1000(b *testing.B) {
 	for _, alg := range []string{"linear", "weighted-exponential"} {
 		b.Run(alg, func(b *testing.B) {
 			a := New(nil)
-			ready := map[serving.RevisionID]int{}
-			ids := make([]serving.RevisionID, 1000)
+			ready := map[workload.RevisionID]int{}
+			ids := make([]workload.RevisionID, 1000)
 			for i := range ids {
-				ids[i] = serving.RevisionID(fmt.Sprintf("default/r-%05d", i))
+				ids[i] = workload.RevisionID(fmt.Sprintf("default/r-%05d", i))
 				anns := map[string]string{"autoscaling.knative.dev/metric-aggregation-algorithm": alg}
 				if err := a.Upsert(t0, ids[i], anns, 10); err != nil {
 					b.Fatal(err)
@@ -310,7 +310,7 @@ func BenchmarkTick1000(b *testing.B) {
 			record := func() {
 				s++
 				for i, id := range ids {
-					a.Record(serving.Stat{Revision: id, Time: sec(s), Concurrency: float64(i%50) + float64(s%7), Requests: float64(i % 30)})
+					a.Record(workload.Stat{Revision: id, Time: sec(s), Concurrency: float64(i%50) + float64(s%7), Requests: float64(i % 30)})
 				}
 			}
 			for range 120 { // fill the stable windows
@@ -335,9 +335,9 @@ func BenchmarkTick1000(b *testing.B) {
 // (autoscaled, metric windows released).
 func BenchmarkIdleRevisionMemory(b *testing.B) {
 	const n = 10_000
-	ids := make([]serving.RevisionID, n)
+	ids := make([]workload.RevisionID, n)
 	for i := range ids {
-		ids[i] = serving.RevisionID(fmt.Sprintf("default/r-%05d", i))
+		ids[i] = workload.RevisionID(fmt.Sprintf("default/r-%05d", i))
 	}
 	anns := map[string]string{"autoscaling.knative.dev/target": "10"}
 	var perRev float64
@@ -350,7 +350,7 @@ func BenchmarkIdleRevisionMemory(b *testing.B) {
 			if err := a.Upsert(t0, id, anns, 0); err != nil {
 				b.Fatal(err)
 			}
-			a.Record(serving.Stat{Revision: id, Time: sec(1), Concurrency: 3, Requests: 3})
+			a.Record(workload.Stat{Revision: id, Time: sec(1), Concurrency: 3, Requests: 3})
 		}
 		a.Tick(sec(2), nil)
 		a.Tick(sec(600), nil) // idle long past every window: buckets released

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 
 	"github.com/infera-dev/infera/internal/testutil"
 )
@@ -46,11 +46,11 @@ func benchOverhead(b *testing.B, clients int) {
 	defer replica.Close()
 	g := New(Config{})
 	defer g.CloseIdleConnections()
-	id := serving.NewRevisionID("default", "bench-00001")
-	g.SetRevision(serving.Revision{ID: id, Namespace: "default", Service: "bench", Configuration: "bench", Name: "bench-00001"})
-	g.SetEndpoints(id, []serving.Endpoint{{Replica: "r1", Addr: replica.Listener.Addr().String()}})
-	g.SetRoutes([]serving.Route{{Namespace: "default", Service: "bench", Host: "bench.default.localhost",
-		Targets: []serving.Target{{Revision: id, Percent: 100}}}})
+	id := workload.NewRevisionID("default", "bench-00001")
+	g.SetRevision(workload.Revision{ID: id, Namespace: "default", Service: "bench", Configuration: "bench", Name: "bench-00001"})
+	g.SetEndpoints(id, []workload.Endpoint{{Replica: "r1", Addr: replica.Listener.Addr().String()}})
+	g.SetRoutes([]workload.Route{{Namespace: "default", Service: "bench", Host: "bench.default.localhost",
+		Targets: []workload.Target{{Revision: id, Percent: 100}}}})
 	front := httptest.NewServer(g.Handler())
 	defer front.Close()
 	// The anchor: net/http/httputil's ReverseProxy, the core of Knative's queue-proxy, alone.
@@ -137,14 +137,14 @@ func benchOverhead(b *testing.B, clients int) {
 func BenchmarkHeldRequestMemory(b *testing.B) {
 	const n = 10000
 	g := New(Config{})
-	id := serving.NewRevisionID("default", "cold-00001")
-	g.SetRoutes([]serving.Route{{Namespace: "default", Service: "cold", Host: "cold.default.localhost",
-		Targets: []serving.Target{{Revision: id, Percent: 100}}}})
+	id := workload.NewRevisionID("default", "cold-00001")
+	g.SetRoutes([]workload.Route{{Namespace: "default", Service: "cold", Host: "cold.default.localhost",
+		Targets: []workload.Target{{Revision: id, Percent: 100}}}})
 	reqs := make([]*http.Request, n)
 	recs := make([]*httptest.ResponseRecorder, n)
 	var heap, stack float64
 	for range b.N {
-		g.SetRevision(serving.Revision{ID: id, Namespace: "default", Service: "cold", Name: "cold-00001"})
+		g.SetRevision(workload.Revision{ID: id, Namespace: "default", Service: "cold", Name: "cold-00001"})
 		for i := range n {
 			reqs[i] = httptest.NewRequest(http.MethodGet, "http://cold.default.localhost/", nil)
 			recs[i] = httptest.NewRecorder()
@@ -183,11 +183,11 @@ func BenchmarkHeldRequestMemory(b *testing.B) {
 // BenchmarkAcquireRelease is the balancer and breaker alone: one slot taken and given back.
 func BenchmarkAcquireRelease(b *testing.B) {
 	g := New(Config{})
-	id := serving.NewRevisionID("default", "b-00001")
-	g.SetRevision(serving.Revision{ID: id, ContainerConcurrency: 1000})
-	var eps []serving.Endpoint
+	id := workload.NewRevisionID("default", "b-00001")
+	g.SetRevision(workload.Revision{ID: id, ContainerConcurrency: 1000})
+	var eps []workload.Endpoint
 	for i := range 8 {
-		eps = append(eps, serving.Endpoint{Replica: "r" + itoa(i), Addr: "127.0.0.1:1"})
+		eps = append(eps, workload.Endpoint{Replica: "r" + itoa(i), Addr: "127.0.0.1:1"})
 	}
 	g.SetEndpoints(id, eps)
 	r := g.revisionFor(id, false)

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // DefaultQueueDepth is the activator queue per revision when Config.QueueDepth is 0. It is
@@ -67,7 +67,7 @@ type Config struct {
 	// OnDemand is called at most once per cold episode (from the first request that finds the
 	// revision with no ready endpoint until endpoints appear), on the request's goroutine and
 	// outside every lock: it must not block (a non-blocking channel send is the intended use).
-	OnDemand   func(serving.RevisionID)
+	OnDemand   func(workload.RevisionID)
 	RequestLog *RequestLogger        // optional: one line per request
 	Registerer prometheus.Registerer // optional: Knative's request metrics
 }
@@ -90,7 +90,7 @@ type Gateway struct {
 	routes atomic.Pointer[table]
 
 	revMu sync.RWMutex
-	revs  map[serving.RevisionID]*revision
+	revs  map[workload.RevisionID]*revision
 
 	h1 *http.Transport  // HTTP/1.1 to replicas
 	h2 *http2.Transport // HTTP/2 cleartext (prior knowledge) to "h2c" replicas
@@ -123,7 +123,7 @@ func New(cfg Config) *Gateway {
 		log:       cfg.Logger,
 		now:       cfg.Now,
 		afterFunc: cfg.AfterFunc,
-		revs:      make(map[serving.RevisionID]*revision),
+		revs:      make(map[workload.RevisionID]*revision),
 		h1: &http.Transport{
 			Proxy:               nil, // replicas are on loopback; never an environment proxy
 			DialContext:         dialer.DialContext,
@@ -164,13 +164,13 @@ func (g *Gateway) CloseIdleConnections() {
 
 // SetRevision adds a revision or updates its serving settings (timeouts, containerConcurrency,
 // port name, names). A new revision starts with the activator in the path.
-func (g *Gateway) SetRevision(rev serving.Revision) {
+func (g *Gateway) SetRevision(rev workload.Revision) {
 	r := g.revisionFor(rev.ID, true)
 	r.setConfig(rev)
 }
 
 // RemoveRevision forgets a revision: requests held for it get 503, requests in flight finish.
-func (g *Gateway) RemoveRevision(id serving.RevisionID) {
+func (g *Gateway) RemoveRevision(id workload.RevisionID) {
 	r := g.revisionFor(id, false)
 	if r != nil && r.remove() {
 		g.forget(r)
@@ -189,7 +189,7 @@ func (g *Gateway) forget(r *revision) {
 
 // SetEndpoints replaces the set of ready replicas of a revision. Replicas left out stop
 // receiving new requests; those in flight on them finish (see InFlight and WaitIdle).
-func (g *Gateway) SetEndpoints(id serving.RevisionID, eps []serving.Endpoint) {
+func (g *Gateway) SetEndpoints(id workload.RevisionID, eps []workload.Endpoint) {
 	r := g.revisionFor(id, true)
 	if r.setEndpoints(eps) {
 		g.demand(id)
@@ -200,12 +200,12 @@ func (g *Gateway) SetEndpoints(id serving.RevisionID, eps []serving.Endpoint) {
 // burst capacity is negative). In the path, requests wait in the revision's queue and go only
 // to a replica with a free slot; out of it, each goes to the least loaded replica and waits in
 // that replica's breaker queue (containerConcurrency x 10), 503 when that is full.
-func (g *Gateway) SetActivatorInPath(id serving.RevisionID, inPath bool) {
+func (g *Gateway) SetActivatorInPath(id workload.RevisionID, inPath bool) {
 	g.revisionFor(id, true).setInPath(inPath)
 }
 
 // InFlight is the number of requests being served by a replica of a revision now.
-func (g *Gateway) InFlight(id serving.RevisionID, replica string) int {
+func (g *Gateway) InFlight(id workload.RevisionID, replica string) int {
 	r := g.revisionFor(id, false)
 	if r == nil {
 		return 0
@@ -215,7 +215,7 @@ func (g *Gateway) InFlight(id serving.RevisionID, replica string) int {
 
 // Queued is the number of requests of a revision waiting for a slot (activator queue and
 // breaker queues together).
-func (g *Gateway) Queued(id serving.RevisionID) int {
+func (g *Gateway) Queued(id workload.RevisionID) int {
 	r := g.revisionFor(id, false)
 	if r == nil {
 		return 0
@@ -224,7 +224,7 @@ func (g *Gateway) Queued(id serving.RevisionID) int {
 }
 
 // WaitIdle returns when no request is in flight on the replica, or ctx's error.
-func (g *Gateway) WaitIdle(ctx context.Context, id serving.RevisionID, replica string) error {
+func (g *Gateway) WaitIdle(ctx context.Context, id workload.RevisionID, replica string) error {
 	r := g.revisionFor(id, false)
 	if r == nil {
 		return nil
@@ -242,14 +242,14 @@ func (g *Gateway) WaitIdle(ctx context.Context, id serving.RevisionID, replica s
 }
 
 // Collect returns, per revision, the 1 s buckets completed up to now since the last call.
-func (g *Gateway) Collect(now time.Time) []serving.Stat {
+func (g *Gateway) Collect(now time.Time) []workload.Stat {
 	g.revMu.RLock()
 	revs := make([]*revision, 0, len(g.revs))
 	for _, r := range g.revs {
 		revs = append(revs, r)
 	}
 	g.revMu.RUnlock()
-	var out []serving.Stat
+	var out []workload.Stat
 	for _, r := range revs {
 		out = r.collect(now, out)
 	}
@@ -301,7 +301,7 @@ func (g *Gateway) leave() {
 	g.drainMu.Unlock()
 }
 
-func (g *Gateway) demand(id serving.RevisionID) {
+func (g *Gateway) demand(id workload.RevisionID) {
 	if g.cfg.OnDemand != nil {
 		g.cfg.OnDemand(id)
 	}
@@ -309,7 +309,7 @@ func (g *Gateway) demand(id serving.RevisionID) {
 
 // revisionFor finds a revision's state; with create, a revision not seen yet gets one with
 // Knative's defaults until SetRevision says more.
-func (g *Gateway) revisionFor(id serving.RevisionID, create bool) *revision {
+func (g *Gateway) revisionFor(id workload.RevisionID, create bool) *revision {
 	g.revMu.RLock()
 	r := g.revs[id]
 	g.revMu.RUnlock()

@@ -22,24 +22,24 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 func TestRouting(t *testing.T) {
 	rg := newRig(t, Config{})
-	a := rg.service("alpha", serving.Revision{}, backend(t, "a1", named("alpha")))
-	b1 := serving.NewRevisionID("default", "beta-00001")
-	b2 := serving.NewRevisionID("default", "beta-00002")
-	for _, id := range []serving.RevisionID{b1, b2} {
+	a := rg.service("alpha", workload.Revision{}, backend(t, "a1", named("alpha")))
+	b1 := workload.NewRevisionID("default", "beta-00001")
+	b2 := workload.NewRevisionID("default", "beta-00002")
+	for _, id := range []workload.RevisionID{b1, b2} {
 		_, name, _ := strings.Cut(string(id), "/")
-		rg.g.SetRevision(serving.Revision{ID: id, Namespace: "default", Service: "beta", Name: name})
-		rg.g.SetEndpoints(id, []serving.Endpoint{backend(t, name, named(name))})
+		rg.g.SetRevision(workload.Revision{ID: id, Namespace: "default", Service: "beta", Name: name})
+		rg.g.SetEndpoints(id, []workload.Endpoint{backend(t, name, named(name))})
 	}
-	rg.g.SetRoutes([]serving.Route{
+	rg.g.SetRoutes([]workload.Route{
 		{Namespace: "default", Service: "alpha", Host: "alpha.default.localhost",
-			Targets: []serving.Target{{Revision: a, Percent: 100}}, Models: []string{"alpha", "llama-3"}},
+			Targets: []workload.Target{{Revision: a, Percent: 100}}, Models: []string{"alpha", "llama-3"}},
 		{Namespace: "default", Service: "beta", Host: "beta.default.localhost",
-			Targets: []serving.Target{{Revision: b1, Percent: 100, Tag: "current"}, {Revision: b2, Percent: 0, Tag: "next"}},
+			Targets: []workload.Target{{Revision: b1, Percent: 100, Tag: "current"}, {Revision: b2, Percent: 0, Tag: "next"}},
 			Models:  []string{"beta"}},
 	})
 	tests := []struct {
@@ -111,18 +111,18 @@ func TestTrafficSplit(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var targets []serving.Target
+			var targets []workload.Target
 			for i, p := range tc.percent {
-				targets = append(targets, serving.Target{Revision: serving.RevisionID(fmt.Sprint(i)), Percent: p})
+				targets = append(targets, workload.Target{Revision: workload.RevisionID(fmt.Sprint(i)), Percent: p})
 			}
 			s := newSplit(targets)
-			counts := map[serving.RevisionID]int{}
+			counts := map[workload.RevisionID]int{}
 			for range tc.n {
 				id, _ := s.pick()
 				counts[id]++
 			}
 			for i, p := range tc.percent {
-				got := float64(counts[serving.RevisionID(fmt.Sprint(i))]) / float64(tc.n) * 100
+				got := float64(counts[workload.RevisionID(fmt.Sprint(i))]) / float64(tc.n) * 100
 				if got < float64(p)-1 || got > float64(p)+1 {
 					t.Errorf("target %d: %.1f%%, want %d%%", i, got, p)
 				}
@@ -134,14 +134,14 @@ func TestTrafficSplit(t *testing.T) {
 // TestTrafficSplitEndToEnd sends 1,000 requests through a 70/30 route to two real replicas.
 func TestTrafficSplitEndToEnd(t *testing.T) {
 	rg := newRig(t, Config{})
-	ids := []serving.RevisionID{serving.NewRevisionID("default", "s-00001"), serving.NewRevisionID("default", "s-00002")}
+	ids := []workload.RevisionID{workload.NewRevisionID("default", "s-00001"), workload.NewRevisionID("default", "s-00002")}
 	for _, id := range ids {
 		_, name, _ := strings.Cut(string(id), "/")
-		rg.g.SetRevision(serving.Revision{ID: id, Namespace: "default", Service: "s", Name: name})
-		rg.g.SetEndpoints(id, []serving.Endpoint{backend(t, name, named(name))})
+		rg.g.SetRevision(workload.Revision{ID: id, Namespace: "default", Service: "s", Name: name})
+		rg.g.SetEndpoints(id, []workload.Endpoint{backend(t, name, named(name))})
 	}
-	rg.g.SetRoutes([]serving.Route{{Namespace: "default", Service: "s", Host: "s.default.localhost",
-		Targets: []serving.Target{{Revision: ids[0], Percent: 70}, {Revision: ids[1], Percent: 30}}}})
+	rg.g.SetRoutes([]workload.Route{{Namespace: "default", Service: "s", Host: "s.default.localhost",
+		Targets: []workload.Target{{Revision: ids[0], Percent: 70}, {Revision: ids[1], Percent: 30}}}})
 	counts := map[string]int{}
 	for range 1000 {
 		res := rg.get("s.default.localhost", "/")
@@ -157,15 +157,15 @@ func TestTrafficSplitEndToEnd(t *testing.T) {
 
 func TestHeldRequestServedWhenEndpointAppears(t *testing.T) {
 	var demands atomic.Int32
-	rg := newRig(t, Config{OnDemand: func(serving.RevisionID) { demands.Add(1) }})
-	id := rg.service("cold", serving.Revision{})
+	rg := newRig(t, Config{OnDemand: func(workload.RevisionID) { demands.Add(1) }})
+	id := rg.service("cold", workload.Revision{})
 	first := rg.goDo(rg.newRequest(context.Background(), "POST", "cold.default.localhost", "/", "one"))
 	second := rg.goDo(rg.newRequest(context.Background(), "POST", "cold.default.localhost", "/", "two"))
 	eventually(t, "two held requests", func() bool { return rg.g.Queued(id) == 2 })
 	if n := demands.Load(); n != 1 {
 		t.Fatalf("OnDemand called %d times in one cold episode, want 1", n)
 	}
-	rg.g.SetEndpoints(id, []serving.Endpoint{backend(t, "r1", named("r1"))})
+	rg.g.SetEndpoints(id, []workload.Endpoint{backend(t, "r1", named("r1"))})
 	for _, ch := range []<-chan result{first, second} {
 		if res := <-ch; res.code != 200 || !strings.HasPrefix(res.body, "r1:") {
 			t.Fatalf("held request: %d %v %q", res.code, res.err, res.body)
@@ -178,7 +178,7 @@ func TestHeldRequestServedWhenEndpointAppears(t *testing.T) {
 	if n := demands.Load(); n != 2 {
 		t.Fatalf("OnDemand called %d times over two cold episodes, want 2", n)
 	}
-	rg.g.SetEndpoints(id, []serving.Endpoint{backend(t, "r2", named("r2"))})
+	rg.g.SetEndpoints(id, []workload.Endpoint{backend(t, "r2", named("r2"))})
 	if res := <-third; res.code != 200 || !strings.HasPrefix(res.body, "r2:") {
 		t.Fatalf("held request: %d %v %q", res.code, res.err, res.body)
 	}
@@ -186,7 +186,7 @@ func TestHeldRequestServedWhenEndpointAppears(t *testing.T) {
 
 func TestActivatorQueueOverflowAndRemoval(t *testing.T) {
 	rg := newRig(t, Config{QueueDepth: 1})
-	id := rg.service("cold", serving.Revision{})
+	id := rg.service("cold", workload.Revision{})
 	held := rg.goDo(rg.newRequest(context.Background(), "GET", "cold.default.localhost", "/", ""))
 	eventually(t, "a held request", func() bool { return rg.g.Queued(id) == 1 })
 	res := rg.get("cold.default.localhost", "/")
@@ -205,7 +205,7 @@ func TestActivatorQueueOverflowAndRemoval(t *testing.T) {
 
 func TestClientGoneWhileHeld(t *testing.T) {
 	rg := newRig(t, Config{})
-	id := rg.service("cold", serving.Revision{})
+	id := rg.service("cold", workload.Revision{})
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := rg.goDo(rg.newRequest(ctx, "GET", "cold.default.localhost", "/", ""))
 	eventually(t, "held", func() bool { return rg.g.Queued(id) == 1 })
@@ -231,7 +231,7 @@ func TestBreaker(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rg := newRig(t, Config{})
 			gt := newGate(t)
-			id := rg.service("cc", serving.Revision{ContainerConcurrency: 1}, backend(t, "r1", gt.handler("r1")))
+			id := rg.service("cc", workload.Revision{ContainerConcurrency: 1}, backend(t, "r1", gt.handler("r1")))
 			rg.g.SetActivatorInPath(id, tc.inPath)
 			var chans []<-chan result
 			for range 11 {
@@ -263,7 +263,7 @@ func TestBreaker(t *testing.T) {
 func TestLeastInFlight(t *testing.T) {
 	rg := newRig(t, Config{})
 	busy, free := newGate(t), newGate(t)
-	id := rg.service("lb", serving.Revision{},
+	id := rg.service("lb", workload.Revision{},
 		backend(t, "busy", busy.handler("busy")), backend(t, "free", free.handler("free")))
 	first := rg.goDo(rg.newRequest(context.Background(), "GET", "lb.default.localhost", "/", ""))
 	eventually(t, "one in flight", func() bool { return rg.g.InFlight(id, "busy")+rg.g.InFlight(id, "free") == 1 })
@@ -298,27 +298,27 @@ func TestTimeouts(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		rev     serving.Revision
+		rev     workload.Revision
 		replica bool
 		steps   []step
 		code    int
 		body    string
 	}{
-		{"timeout before the first byte", serving.Revision{Timeout: timeout}, true,
+		{"timeout before the first byte", workload.Revision{Timeout: timeout}, true,
 			[]step{{wait: "inflight", fire: timeout}}, 504, "request timeout"},
-		{"timeout while held", serving.Revision{Timeout: timeout}, false,
+		{"timeout while held", workload.Revision{Timeout: timeout}, false,
 			[]step{{wait: "queued", fire: timeout}}, 504, "request timeout"},
-		{"started stream cut at the deadline", serving.Revision{Timeout: timeout}, true,
+		{"started stream cut at the deadline", workload.Revision{Timeout: timeout}, true,
 			[]step{{wait: "event", fire: timeout}}, 200, "data: 1\n\nrequest timeout"},
-		{"response start timeout", serving.Revision{Timeout: timeout, ResponseStartTimeout: start}, true,
+		{"response start timeout", workload.Revision{Timeout: timeout, ResponseStartTimeout: start}, true,
 			[]step{{wait: "inflight", fire: start}}, 504, "request timeout"},
-		{"response start timeout spares a started stream", serving.Revision{Timeout: timeout, ResponseStartTimeout: start}, true,
+		{"response start timeout spares a started stream", workload.Revision{Timeout: timeout, ResponseStartTimeout: start}, true,
 			[]step{{wait: "event", fire: start}, {more: true, wait: "event", fire: timeout}}, 200, "data: 1\n\ndata: 2\n\nrequest timeout"},
-		{"idle timeout before any byte", serving.Revision{Timeout: timeout, IdleTimeout: idle}, true,
+		{"idle timeout before any byte", workload.Revision{Timeout: timeout, IdleTimeout: idle}, true,
 			[]step{{wait: "inflight", advance: idle, fire: idle}}, 504, "request timeout"},
-		{"idle timeout cuts a stream", serving.Revision{Timeout: timeout, IdleTimeout: idle}, true,
+		{"idle timeout cuts a stream", workload.Revision{Timeout: timeout, IdleTimeout: idle}, true,
 			[]step{{wait: "event", advance: idle, fire: idle}}, 200, "data: 1\n\nrequest timeout"},
-		{"writes keep a stream from the idle timeout", serving.Revision{Timeout: timeout, IdleTimeout: idle}, true,
+		{"writes keep a stream from the idle timeout", workload.Revision{Timeout: timeout, IdleTimeout: idle}, true,
 			[]step{{wait: "event", advance: idle / 2}, {more: true, wait: "event", advance: idle / 2, fire: idle},
 				{advance: idle / 2, fire: idle}}, 200, "data: 1\n\ndata: 2\n\nrequest timeout"},
 	}
@@ -328,7 +328,7 @@ func TestTimeouts(t *testing.T) {
 			clock := &fakeClock{t: time.Unix(1000, 0)}
 			rg := newRig(t, Config{AfterFunc: ft.AfterFunc, Now: clock.Now})
 			more := make(chan struct{})
-			var eps []serving.Endpoint
+			var eps []workload.Endpoint
 			if tc.replica {
 				eps = append(eps, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
 					if r.URL.Path == "/stall" {
@@ -410,7 +410,7 @@ func TestTimeouts(t *testing.T) {
 func TestSSEFlushedPerEvent(t *testing.T) {
 	rg := newRig(t, Config{})
 	next := make(chan struct{})
-	rg.service("sse", serving.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
+	rg.service("sse", workload.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		for i := range 3 {
 			fmt.Fprintf(w, "data: %d\n\n", i)
@@ -442,7 +442,7 @@ func TestSSEFlushedPerEvent(t *testing.T) {
 
 func TestWebsocketUpgrade(t *testing.T) {
 	rg := newRig(t, Config{})
-	rg.service("ws", serving.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
+	rg.service("ws", workload.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" || !strings.EqualFold(r.Header.Get("Connection"), "upgrade") {
 			http.Error(w, "not an upgrade", 400)
 			return
@@ -482,8 +482,8 @@ func TestWebsocketUpgrade(t *testing.T) {
 
 func TestRetryOnConnectionRefused(t *testing.T) {
 	rg := newRig(t, Config{})
-	dead := serving.Endpoint{Replica: "dead", Addr: deadAddr(t)}
-	id := rg.service("retry", serving.Revision{ContainerConcurrency: 1}, dead, backend(t, "live", named("live")))
+	dead := workload.Endpoint{Replica: "dead", Addr: deadAddr(t)}
+	id := rg.service("retry", workload.Revision{ContainerConcurrency: 1}, dead, backend(t, "live", named("live")))
 	rg.g.SetActivatorInPath(id, false)
 	for i := range 6 { // round robin over ties puts some first tries on the dead replica
 		res := rg.do(rg.newRequest(context.Background(), "POST", "retry.default.localhost", "/", fmt.Sprint("body", i)))
@@ -492,10 +492,10 @@ func TestRetryOnConnectionRefused(t *testing.T) {
 		}
 	}
 	// Every ready replica refusing: the request waits for one that answers.
-	rg.g.SetEndpoints(id, []serving.Endpoint{dead})
+	rg.g.SetEndpoints(id, []workload.Endpoint{dead})
 	ch := rg.goDo(rg.newRequest(context.Background(), "GET", "retry.default.localhost", "/", ""))
 	eventually(t, "re-queued", func() bool { return rg.g.Queued(id) == 1 })
-	rg.g.SetEndpoints(id, []serving.Endpoint{dead, backend(t, "new", named("new"))})
+	rg.g.SetEndpoints(id, []workload.Endpoint{dead, backend(t, "new", named("new"))})
 	if res := <-ch; res.code != 200 || res.body != "new:" {
 		t.Fatalf("re-queued request: %d %q", res.code, res.body)
 	}
@@ -504,7 +504,7 @@ func TestRetryOnConnectionRefused(t *testing.T) {
 func TestHeaders(t *testing.T) {
 	rg := newRig(t, Config{})
 	got := make(chan http.Header, 1)
-	rg.service("h", serving.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
+	rg.service("h", workload.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
 		got <- r.Header.Clone()
 		w.Header().Set("Keep-Alive", "timeout=5")
 		w.Header().Set("X-Reply", "yes")
@@ -543,7 +543,7 @@ func TestHeaders(t *testing.T) {
 
 func TestMaxBodyBytes(t *testing.T) {
 	rg := newRig(t, Config{MaxBodyBytes: 8})
-	rg.service("m", serving.Revision{}, backend(t, "r1", named("r1")))
+	rg.service("m", workload.Revision{}, backend(t, "r1", named("r1")))
 	tests := []struct {
 		name, host, path, body string
 		chunked                bool // no Content-Length: the limit is found while streaming
@@ -577,7 +577,7 @@ func TestStats(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1000, 0)}
 	rg := newRig(t, Config{Now: clock.Now})
 	ga, gb := newGate(t), newGate(t)
-	id := rg.service("st", serving.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
+	id := rg.service("st", workload.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
 		switch r.Header.Get("X-Gate") {
 		case "a":
 			ga.handler("a")(w, r)
@@ -612,7 +612,7 @@ func TestStats(t *testing.T) {
 	eventually(t, "b counted out", func() bool { return rg.active(id) == 0 })
 
 	got := rg.g.Collect(at(4))
-	want := []serving.Stat{
+	want := []workload.Stat{
 		{Revision: id, Time: at(1), Concurrency: 0.5*1 + 0.5*2, Requests: 2},
 		{Revision: id, Time: at(2), Concurrency: 0.25*2 + 0.75*1, Requests: 0},
 		{Revision: id, Time: at(3), Concurrency: 0.5, Requests: 0},
@@ -649,14 +649,14 @@ func TestStatsAccumulator(t *testing.T) {
 		name   string
 		events []ev
 		until  int
-		want   []serving.Stat // Revision "r"
+		want   []workload.Stat // Revision "r"
 	}{
 		{"nothing", nil, 5000, nil},
-		{"one request across two seconds", []ev{{200, +1}, {1700, -1}}, 3000, []serving.Stat{
+		{"one request across two seconds", []ev{{200, +1}, {1700, -1}}, 3000, []workload.Stat{
 			{Time: at(1000), Concurrency: 0.8, Requests: 1}, {Time: at(2000), Concurrency: 0.7}}},
-		{"long request reports every second", []ev{{0, +1}, {3000, -1}}, 3000, []serving.Stat{
+		{"long request reports every second", []ev{{0, +1}, {3000, -1}}, 3000, []workload.Stat{
 			{Time: at(1000), Concurrency: 1, Requests: 1}, {Time: at(2000), Concurrency: 1}, {Time: at(3000), Concurrency: 1}}},
-		{"idle seconds are skipped", []ev{{100, +1}, {200, -1}, {5500, +1}, {5600, -1}}, 7000, []serving.Stat{
+		{"idle seconds are skipped", []ev{{100, +1}, {200, -1}, {5500, +1}, {5600, -1}}, 7000, []workload.Stat{
 			{Time: at(1000), Concurrency: 0.1, Requests: 1}, {Time: at(6000), Concurrency: 0.1, Requests: 1}}},
 	}
 	for _, tc := range tests {
@@ -687,7 +687,7 @@ func TestStatsAccumulator(t *testing.T) {
 func TestWaitIdleAndDrain(t *testing.T) {
 	rg := newRig(t, Config{})
 	gt := newGate(t)
-	id := rg.service("d", serving.Revision{}, backend(t, "r1", gt.handler("r1")))
+	id := rg.service("d", workload.Revision{}, backend(t, "r1", gt.handler("r1")))
 	if err := rg.g.WaitIdle(testCtx(t), id, "r1"); err != nil {
 		t.Fatalf("WaitIdle on an idle replica: %v", err)
 	}
@@ -736,7 +736,7 @@ func TestMetricsAndRequestLog(t *testing.T) {
 		t.Fatal("a broken template was accepted")
 	}
 	rg := newRig(t, Config{Registerer: reg, RequestLog: rl})
-	rg.service("obs", serving.Revision{}, backend(t, "obs-r1", named("x")))
+	rg.service("obs", workload.Revision{}, backend(t, "obs-r1", named("x")))
 	req := rg.newRequest(context.Background(), "GET", "obs.default.localhost", "/p", "")
 	req.Header.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 	if res := rg.do(req); res.code != 200 {
@@ -808,8 +808,8 @@ func TestH2CEndToEnd(t *testing.T) {
 	})
 	srv := httptest.NewServer(h2c.NewHandler(h, &http2.Server{}))
 	t.Cleanup(srv.Close)
-	rg.service("grpc", serving.Revision{Container: serving.Container{PortName: "h2c"}},
-		serving.Endpoint{Replica: "r1", Addr: srv.Listener.Addr().String()})
+	rg.service("grpc", workload.Revision{Container: workload.Container{PortName: "h2c"}},
+		workload.Endpoint{Replica: "r1", Addr: srv.Listener.Addr().String()})
 
 	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
 		var d net.Dialer
@@ -842,7 +842,7 @@ func TestH2CEndToEnd(t *testing.T) {
 // the request without a panic escaping and without leaking.
 func TestBrokenStreams(t *testing.T) {
 	rg := newRig(t, Config{})
-	id := rg.service("b", serving.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
+	id := rg.service("b", workload.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "data: 1\n\n")
 		w.(http.Flusher).Flush()
 		if r.URL.Path == "/die" {
@@ -886,7 +886,7 @@ func TestBrokenStreams(t *testing.T) {
 func TestRemoveRevisionWhileInFlight(t *testing.T) {
 	rg := newRig(t, Config{})
 	gt := newGate(t)
-	id := rg.service("rm", serving.Revision{}, backend(t, "r1", gt.handler("r1")))
+	id := rg.service("rm", workload.Revision{}, backend(t, "r1", gt.handler("r1")))
 	ch := rg.goDo(rg.newRequest(context.Background(), "GET", "rm.default.localhost", "/", ""))
 	eventually(t, "in flight", func() bool { return rg.g.InFlight(id, "r1") == 1 })
 	rg.g.RemoveRevision(id)
@@ -911,13 +911,13 @@ func TestRemoveRevisionWhileInFlight(t *testing.T) {
 func TestBreakerQueueMovesWhenReplicaLeaves(t *testing.T) {
 	rg := newRig(t, Config{})
 	gt := newGate(t)
-	id := rg.service("mv", serving.Revision{ContainerConcurrency: 1}, backend(t, "old", gt.handler("old")))
+	id := rg.service("mv", workload.Revision{ContainerConcurrency: 1}, backend(t, "old", gt.handler("old")))
 	rg.g.SetActivatorInPath(id, false)
 	first := rg.goDo(rg.newRequest(context.Background(), "GET", "mv.default.localhost", "/", ""))
 	eventually(t, "in flight", func() bool { return rg.g.InFlight(id, "old") == 1 })
 	queued := rg.goDo(rg.newRequest(context.Background(), "GET", "mv.default.localhost", "/", ""))
 	eventually(t, "queued on the replica", func() bool { return rg.g.Queued(id) == 1 })
-	rg.g.SetEndpoints(id, []serving.Endpoint{backend(t, "new", named("new"))})
+	rg.g.SetEndpoints(id, []workload.Endpoint{backend(t, "new", named("new"))})
 	if res := <-queued; res.code != 200 || res.body != "new:" {
 		t.Fatalf("moved request: %d %q", res.code, res.body)
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 
 	"github.com/infera-dev/infera/internal/testutil"
 )
@@ -53,7 +53,7 @@ type rig struct {
 	g      *Gateway
 	srv    *httptest.Server
 	client *http.Client
-	rts    []serving.Route
+	rts    []workload.Route
 }
 
 func newRig(t *testing.T, cfg Config) *rig {
@@ -72,11 +72,11 @@ func newRig(t *testing.T, cfg Config) *rig {
 }
 
 // backend starts a replica on a real loopback socket.
-func backend(t *testing.T, name string, h http.HandlerFunc) serving.Endpoint {
+func backend(t *testing.T, name string, h http.HandlerFunc) workload.Endpoint {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return serving.Endpoint{Replica: name, Addr: srv.Listener.Addr().String()}
+	return workload.Endpoint{Replica: name, Addr: srv.Listener.Addr().String()}
 }
 
 // named answers with its replica name and echoes the request body.
@@ -89,16 +89,16 @@ func named(name string) http.HandlerFunc {
 }
 
 // service sets up one service with one revision and its route.
-func (rg *rig) service(name string, rev serving.Revision, eps ...serving.Endpoint) serving.RevisionID {
-	id := serving.NewRevisionID("default", name+"-00001")
+func (rg *rig) service(name string, rev workload.Revision, eps ...workload.Endpoint) workload.RevisionID {
+	id := workload.NewRevisionID("default", name+"-00001")
 	rev.ID, rev.Namespace, rev.Service, rev.Configuration, rev.Name = id, "default", name, name, name+"-00001"
 	rg.g.SetRevision(rev)
 	if eps != nil {
 		rg.g.SetEndpoints(id, eps)
 	}
-	rg.rts = append(rg.rts, serving.Route{
-		Namespace: "default", Service: name, Host: serving.ServiceHost(name, "default", "localhost"),
-		Targets: []serving.Target{{Revision: id, Percent: 100}}, Models: []string{name},
+	rg.rts = append(rg.rts, workload.Route{
+		Namespace: "default", Service: name, Host: workload.ServiceHost(name, "default", "localhost"),
+		Targets: []workload.Target{{Revision: id, Percent: 100}}, Models: []string{name},
 	})
 	rg.g.SetRoutes(rg.rts)
 	return id
@@ -198,7 +198,7 @@ func mustContain(t *testing.T, got, want string) {
 }
 
 // active is the number of requests of a revision inside the gateway (held ones included).
-func (rg *rig) active(id serving.RevisionID) int {
+func (rg *rig) active(id workload.RevisionID) int {
 	r := rg.g.revisionFor(id, false)
 	r.mu.Lock()
 	defer r.mu.Unlock()

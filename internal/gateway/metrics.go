@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // Knative's request metric labels.
@@ -76,7 +76,7 @@ type revMetrics struct {
 }
 
 // forRevision is nil when the gateway has no registerer.
-func (m *metrics) forRevision(rev serving.Revision) *revMetrics {
+func (m *metrics) forRevision(rev workload.Revision) *revMetrics {
 	if m == nil {
 		return nil
 	}

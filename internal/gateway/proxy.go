@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // errClientGone: the client went away; nothing is written back (logged as 499, nginx's code).
@@ -32,7 +32,7 @@ type call struct {
 	w      http.ResponseWriter
 	r      *http.Request
 	rev    *revision
-	cfg    serving.Revision
+	cfg    workload.Revision
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	body   *retryBody

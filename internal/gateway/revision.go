@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // maxPendingStats bounds the buckets a revision keeps for a Collect that does not come.
@@ -84,10 +84,10 @@ type endpoint struct {
 // load statistics, all under mu.
 type revision struct {
 	g  *Gateway
-	id serving.RevisionID
+	id workload.RevisionID
 
 	mu       sync.Mutex
-	cfg      serving.Revision
+	cfg      workload.Revision
 	removed  bool
 	inPath   bool
 	eps      []*endpoint          // ready, in the order given
@@ -100,10 +100,10 @@ type revision struct {
 	mx       *revMetrics
 }
 
-func newRevision(g *Gateway, id serving.RevisionID) *revision {
+func newRevision(g *Gateway, id workload.RevisionID) *revision {
 	r := &revision{g: g, id: id, inPath: true, all: make(map[string]*endpoint)}
 	ns, name, _ := strings.Cut(string(id), "/")
-	r.cfg = serving.Revision{ID: id, Namespace: ns, Name: name, Timeout: serving.DefaultTimeout}
+	r.cfg = workload.Revision{ID: id, Namespace: ns, Name: name, Timeout: workload.DefaultTimeout}
 	r.mx = g.metrics.forRevision(r.cfg)
 	return r
 }
@@ -114,16 +114,16 @@ func (r *revision) isRemoved() bool {
 	return r.removed
 }
 
-func (r *revision) config() serving.Revision {
+func (r *revision) config() workload.Revision {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.cfg
 }
 
-func (r *revision) setConfig(rev serving.Revision) {
+func (r *revision) setConfig(rev workload.Revision) {
 	rev.ID = r.id
 	if rev.Timeout <= 0 {
-		rev.Timeout = serving.DefaultTimeout
+		rev.Timeout = workload.DefaultTimeout
 	}
 	if rev.ContainerConcurrency < 0 {
 		rev.ContainerConcurrency = 0
@@ -148,7 +148,7 @@ func (r *revision) setInPath(inPath bool) {
 
 // setEndpoints replaces the ready set; it reports whether a cold episode with held requests
 // has just begun (the caller then calls OnDemand).
-func (r *revision) setEndpoints(eps []serving.Endpoint) (demand bool) {
+func (r *revision) setEndpoints(eps []workload.Endpoint) (demand bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	next := make([]*endpoint, 0, len(eps))
@@ -251,7 +251,7 @@ func (r *revision) idleChan(replica string) <-chan struct{} {
 }
 
 // begin counts a request in; probes are kept out of the statistics (Knative).
-func (r *revision) begin(now time.Time, probe bool) (serving.Revision, *revMetrics, error) {
+func (r *revision) begin(now time.Time, probe bool) (workload.Revision, *revMetrics, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.removed {
@@ -281,7 +281,7 @@ func (r *revision) end(now time.Time, probe bool) {
 	}
 }
 
-func (r *revision) collect(now time.Time, out []serving.Stat) []serving.Stat {
+func (r *revision) collect(now time.Time, out []workload.Stat) []workload.Stat {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stats.advance(r.id, now)
@@ -374,7 +374,7 @@ func (r *revision) placeLocked(w *waiter) (ep *endpoint, q *waitQueue, demand bo
 	if ep.inflight < cc && ep.queue.n == 0 {
 		return ep, nil, false, nil
 	}
-	if ep.queue.n < serving.QueueDepthPerConcurrency*cc {
+	if ep.queue.n < workload.QueueDepthPerConcurrency*cc {
 		return nil, &ep.queue, false, nil
 	}
 	return nil, nil, false, ErrRequestQueueFull
@@ -486,14 +486,14 @@ type statsAcc struct {
 	end  time.Time // end of the current bucket; zero before the first event
 	area float64   // request-seconds in the current bucket
 	reqs float64
-	done []serving.Stat
+	done []workload.Stat
 }
 
 func bucketEnd(t time.Time) time.Time { return t.Truncate(time.Second).Add(time.Second) }
 
 // advance brings the accumulator to t, closing every bucket that ended by then. Seconds with
 // nothing in flight and no arrival are not reported (they are zeros to the autoscaler).
-func (s *statsAcc) advance(id serving.RevisionID, t time.Time) {
+func (s *statsAcc) advance(id workload.RevisionID, t time.Time) {
 	if s.end.IsZero() {
 		s.end, s.last = bucketEnd(t), t
 		return
@@ -507,7 +507,7 @@ func (s *statsAcc) advance(id serving.RevisionID, t time.Time) {
 			if len(s.done) >= maxPendingStats {
 				s.done = append(s.done[:0], s.done[1:]...)
 			}
-			s.done = append(s.done, serving.Stat{Revision: id, Time: s.end, Concurrency: s.area, Requests: s.reqs})
+			s.done = append(s.done, workload.Stat{Revision: id, Time: s.end, Concurrency: s.area, Requests: s.reqs})
 		}
 		s.area, s.reqs = 0, 0
 		if s.conc == 0 {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // table is an immutable routing table; SetRoutes swaps in a new one.
@@ -22,11 +22,11 @@ type table struct {
 // split picks a revision for each request in the route's proportions by smooth weighted round
 // robin over a precomputed cycle, so a 70/30 split is exact over every 10 requests.
 type split struct {
-	cycle []serving.RevisionID
+	cycle []workload.RevisionID
 	next  atomic.Uint64
 }
 
-func (s *split) pick() (serving.RevisionID, bool) {
+func (s *split) pick() (workload.RevisionID, bool) {
 	if len(s.cycle) == 0 {
 		return "", false
 	}
@@ -45,10 +45,10 @@ func gcd(a, b int) int {
 
 // newSplit lays out a cycle of the targets with positive Percent, interleaved (nginx's smooth
 // weighted round robin), of length sum(percent)/gcd.
-func newSplit(targets []serving.Target) *split {
-	var ids []serving.RevisionID
+func newSplit(targets []workload.Target) *split {
+	var ids []workload.RevisionID
 	var weights []int
-	idx := map[serving.RevisionID]int{}
+	idx := map[workload.RevisionID]int{}
 	for _, t := range targets {
 		if t.Percent <= 0 || t.Revision == "" {
 			continue
@@ -87,7 +87,7 @@ func newSplit(targets []serving.Target) *split {
 }
 
 // SetRoutes replaces the whole routing table at once.
-func (g *Gateway) SetRoutes(routes []serving.Route) {
+func (g *Gateway) SetRoutes(routes []workload.Route) {
 	t := &table{hosts: map[string]*split{}, models: map[string]*split{}}
 	for _, rt := range routes {
 		s := newSplit(rt.Targets)
@@ -103,7 +103,7 @@ func (g *Gateway) SetRoutes(routes []serving.Route) {
 			if tg.Tag == "" || tg.Revision == "" {
 				continue
 			}
-			t.hosts[strings.ToLower(tagHost(tg.Tag, rt))] = &split{cycle: []serving.RevisionID{tg.Revision}}
+			t.hosts[strings.ToLower(tagHost(tg.Tag, rt))] = &split{cycle: []workload.RevisionID{tg.Revision}}
 		}
 	}
 	g.routes.Store(t)
@@ -111,10 +111,10 @@ func (g *Gateway) SetRoutes(routes []serving.Route) {
 
 // tagHost is {tag}-{service}.{namespace}.{domain} for a route whose host is
 // {service}.{namespace}.{domain}.
-func tagHost(tag string, rt serving.Route) string {
+func tagHost(tag string, rt workload.Route) string {
 	prefix := rt.Service + "." + rt.Namespace + "."
 	if domain, ok := strings.CutPrefix(rt.Host, prefix); ok {
-		return serving.TagHost(tag, rt.Service, rt.Namespace, domain)
+		return workload.TagHost(tag, rt.Service, rt.Namespace, domain)
 	}
 	return tag + "-" + rt.Host
 }
@@ -129,7 +129,7 @@ func hostOnly(h string) string {
 // resolve picks the revision for a request: by Host (service or tag host) first, then for
 // POST /v1/... by the JSON body's "model" field. The body it peeks at is put back in front of
 // the rest, so the replica reads it unchanged.
-func (g *Gateway) resolve(r *http.Request) (serving.RevisionID, error) {
+func (g *Gateway) resolve(r *http.Request) (workload.RevisionID, error) {
 	t := g.routes.Load()
 	if s := t.hosts[hostOnly(r.Host)]; s != nil {
 		if id, ok := s.pick(); ok {

@@ -14,7 +14,7 @@ import (
 	"knative.dev/pkg/apis"
 
 	"github.com/infera-dev/infera/internal/manifest"
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // APIPrefix is the admin API's root; the CLI talks to it.
@@ -162,7 +162,7 @@ func (c *Controller) Services() []ServiceView {
 func (c *Controller) Revisions() []RevisionView {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	routed := map[serving.RevisionID]bool{}
+	routed := map[workload.RevisionID]bool{}
 	for _, r := range c.view.routes {
 		for _, t := range r.Targets {
 			routed[t.Revision] = true
@@ -170,7 +170,7 @@ func (c *Controller) Revisions() []RevisionView {
 	}
 	out := make([]RevisionView, 0, len(c.view.revisions))
 	for _, r := range c.view.revisions {
-		id := serving.NewRevisionID(r.Namespace, r.Name)
+		id := workload.NewRevisionID(r.Namespace, r.Name)
 		st := c.sup.Status(id)
 		v := RevisionView{
 			Namespace: r.Namespace, Name: r.Name, Service: r.Labels["serving.knative.dev/service"],

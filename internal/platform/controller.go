@@ -13,24 +13,24 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
 	"github.com/infera-dev/infera/internal/reconciler"
-	"github.com/infera-dev/infera/internal/serving"
 	"github.com/infera-dev/infera/internal/store"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // Gateway is what the controller needs of the gateway (internal/gateway.Gateway).
 type Gateway interface {
-	SetRoutes(routes []serving.Route)
-	SetRevision(rev serving.Revision)
-	RemoveRevision(id serving.RevisionID)
-	SetActivatorInPath(id serving.RevisionID, inPath bool)
-	Collect(now time.Time) []serving.Stat
+	SetRoutes(routes []workload.Route)
+	SetRevision(rev workload.Revision)
+	RemoveRevision(id workload.RevisionID)
+	SetActivatorInPath(id workload.RevisionID, inPath bool)
+	Collect(now time.Time) []workload.Stat
 }
 
 // Supervisor is what the controller needs of the supervisor (internal/supervisor.Supervisor).
 type Supervisor interface {
-	Scale(rev serving.Revision, n int)
-	Remove(id serving.RevisionID)
-	Status(id serving.RevisionID) RevisionStatus
+	Scale(rev workload.Revision, n int)
+	Remove(id workload.RevisionID)
+	Status(id workload.RevisionID) RevisionStatus
 	Replicas() []Replica
 	Logs(replica string) (io.ReadCloser, error)
 }
@@ -57,12 +57,12 @@ type Decision struct {
 // Scaler decides how many replicas each running revision wants: stats in, desired scale out.
 // It is pure: time is an argument and it starts nothing.
 type Scaler interface {
-	Upsert(now time.Time, rev serving.Revision) (Decision, error)
-	Remove(id serving.RevisionID)
-	Record(s serving.Stat)
-	Tick(now time.Time, ready map[serving.RevisionID]int) map[serving.RevisionID]Decision
+	Upsert(now time.Time, rev workload.Revision) (Decision, error)
+	Remove(id workload.RevisionID)
+	Record(s workload.Stat)
+	Tick(now time.Time, ready map[workload.RevisionID]int) map[workload.RevisionID]Decision
 	// Poke is called when a request arrives for a revision with no ready replica.
-	Poke(now time.Time, id serving.RevisionID) (Decision, bool)
+	Poke(now time.Time, id workload.RevisionID) (Decision, bool)
 }
 
 // configurableScaler takes config-autoscaler's data as it changes.
@@ -83,13 +83,13 @@ type Controller struct {
 
 	applyMu sync.Mutex // apply and delete: validate-then-store is atomic against each other
 	kick    chan struct{}
-	pokes   chan serving.RevisionID
+	pokes   chan workload.RevisionID
 
 	// Loop state, touched only by Run's goroutine.
-	running   map[serving.RevisionID]serving.Revision
-	retiring  map[serving.RevisionID]bool
-	failed    map[serving.RevisionID]string // resolve or scaler errors
-	decisions map[serving.RevisionID]Decision
+	running   map[workload.RevisionID]workload.Revision
+	retiring  map[workload.RevisionID]bool
+	failed    map[workload.RevisionID]string // resolve or scaler errors
+	decisions map[workload.RevisionID]Decision
 
 	mu   sync.RWMutex // guards view
 	view view
@@ -99,9 +99,9 @@ type Controller struct {
 type view struct {
 	services  []*servingv1.Service
 	revisions []*servingv1.Revision
-	routes    []serving.Route
-	decisions map[serving.RevisionID]Decision
-	failed    map[serving.RevisionID]string
+	routes    []workload.Route
+	decisions map[workload.RevisionID]Decision
+	failed    map[workload.RevisionID]string
 	passed    bool
 }
 
@@ -128,11 +128,11 @@ func NewController(cfg ControllerConfig) *Controller {
 		store: cfg.Store, gw: cfg.Gateway, sup: cfg.Supervisor, scaler: cfg.Scaler,
 		opts: cfg.Resolve, log: cfg.Logger, now: cfg.Now,
 		kick:      make(chan struct{}, 1),
-		pokes:     make(chan serving.RevisionID, 1024),
-		running:   map[serving.RevisionID]serving.Revision{},
-		retiring:  map[serving.RevisionID]bool{},
-		failed:    map[serving.RevisionID]string{},
-		decisions: map[serving.RevisionID]Decision{},
+		pokes:     make(chan workload.RevisionID, 1024),
+		running:   map[workload.RevisionID]workload.Revision{},
+		retiring:  map[workload.RevisionID]bool{},
+		failed:    map[workload.RevisionID]string{},
+		decisions: map[workload.RevisionID]Decision{},
 	}
 }
 
@@ -145,7 +145,7 @@ func (c *Controller) Kick() {
 }
 
 // Poke reports a request waiting for a revision with no ready replica; it never blocks.
-func (c *Controller) Poke(id serving.RevisionID) {
+func (c *Controller) Poke(id workload.RevisionID) {
 	select {
 	case c.pokes <- id:
 	default:
@@ -226,19 +226,19 @@ func (c *Controller) drainEvents(events <-chan store.Event) {
 // with traffic; a revision with replicas and no traffic reports zeros, as Knative's
 // queue-proxies do every second, so its averages fall and it can scale down.
 func (c *Controller) collect(now time.Time) {
-	seen := map[serving.RevisionID]bool{}
+	seen := map[workload.RevisionID]bool{}
 	for _, s := range c.gw.Collect(now) {
 		c.scaler.Record(s)
 		seen[s.Revision] = true
 	}
 	for id := range c.running {
 		if !seen[id] && c.sup.Status(id).Running > 0 {
-			c.scaler.Record(serving.Stat{Revision: id, Time: now.Truncate(time.Second)})
+			c.scaler.Record(workload.Stat{Revision: id, Time: now.Truncate(time.Second)})
 		}
 	}
 }
 
-func (c *Controller) poke(id serving.RevisionID) {
+func (c *Controller) poke(id workload.RevisionID) {
 	rev, ok := c.running[id]
 	if !ok {
 		return
@@ -251,7 +251,7 @@ func (c *Controller) poke(id serving.RevisionID) {
 }
 
 func (c *Controller) tick(now time.Time) {
-	ready := make(map[serving.RevisionID]int, len(c.running))
+	ready := make(map[workload.RevisionID]int, len(c.running))
 	for id := range c.running {
 		ready[id] = c.sup.Status(id).Ready
 	}
@@ -263,7 +263,7 @@ func (c *Controller) tick(now time.Time) {
 	c.publish(nil)
 }
 
-func (c *Controller) decide(id serving.RevisionID, rev serving.Revision, d Decision) {
+func (c *Controller) decide(id workload.RevisionID, rev workload.Revision, d Decision) {
 	c.decisions[id] = d
 	c.gw.SetActivatorInPath(id, d.ActivatorInPath)
 	c.sup.Scale(rev, d.Desired)
@@ -277,9 +277,9 @@ func (c *Controller) pass(ctx context.Context) {
 		c.log.Error("reconcile: read state", "err", err)
 		return
 	}
-	observed := map[serving.RevisionID]reconciler.Observed{}
+	observed := map[workload.RevisionID]reconciler.Observed{}
 	for _, r := range snap.revisions {
-		id := serving.NewRevisionID(r.Namespace, r.Name)
+		id := workload.NewRevisionID(r.Namespace, r.Name)
 		st := c.sup.Status(id)
 		o := reconciler.Observed{Ready: st.Ready, Failed: st.Failed, Message: st.Message}
 		if msg, ok := c.failed[id]; ok {
@@ -314,7 +314,7 @@ func (c *Controller) pass(ctx context.Context) {
 	// then retirements: a revision leaving the route stops getting requests before it stops.
 	now := c.now()
 	for _, r := range out.Revisions {
-		id := serving.NewRevisionID(r.Namespace, r.Name)
+		id := workload.NewRevisionID(r.Namespace, r.Name)
 		if !out.Active[id] {
 			continue
 		}
@@ -357,9 +357,9 @@ func (c *Controller) pass(ctx context.Context) {
 			delete(c.retiring, id)
 		}
 	}
-	exists := map[serving.RevisionID]bool{}
+	exists := map[workload.RevisionID]bool{}
 	for _, r := range out.Revisions {
-		exists[serving.NewRevisionID(r.Namespace, r.Name)] = true
+		exists[workload.NewRevisionID(r.Namespace, r.Name)] = true
 	}
 	for id := range c.failed {
 		if !exists[id] {
@@ -371,11 +371,11 @@ func (c *Controller) pass(ctx context.Context) {
 
 // publish updates the admin view.
 func (c *Controller) publish(out *reconciler.Output) {
-	decisions := make(map[serving.RevisionID]Decision, len(c.decisions))
+	decisions := make(map[workload.RevisionID]Decision, len(c.decisions))
 	for id, d := range c.decisions {
 		decisions[id] = d
 	}
-	failed := make(map[serving.RevisionID]string, len(c.failed))
+	failed := make(map[workload.RevisionID]string, len(c.failed))
 	for id, m := range c.failed {
 		failed[id] = m
 	}

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // Knative's scale-bound annotations.
@@ -20,15 +20,15 @@ const (
 // has no notion of load.
 type FixedScaler struct {
 	InitialScale int // config-autoscaler initial-scale
-	desired      map[serving.RevisionID]int
+	desired      map[workload.RevisionID]int
 }
 
 // NewFixedScaler returns a FixedScaler with Knative's default initial scale.
 func NewFixedScaler() *FixedScaler {
-	return &FixedScaler{InitialScale: 1, desired: map[serving.RevisionID]int{}}
+	return &FixedScaler{InitialScale: 1, desired: map[workload.RevisionID]int{}}
 }
 
-func (f *FixedScaler) Upsert(_ time.Time, rev serving.Revision) (Decision, error) {
+func (f *FixedScaler) Upsert(_ time.Time, rev workload.Revision) (Decision, error) {
 	n := f.InitialScale
 	for _, a := range []string{annInitialScale, annMinScale} {
 		v, ok := rev.Annotations[a]
@@ -49,14 +49,14 @@ func (f *FixedScaler) Upsert(_ time.Time, rev serving.Revision) (Decision, error
 	return Decision{Desired: n, DeciderDesired: n, ActivatorInPath: true}, nil
 }
 
-func (f *FixedScaler) Remove(id serving.RevisionID) { delete(f.desired, id) }
-func (f *FixedScaler) Record(serving.Stat)          {}
+func (f *FixedScaler) Remove(id workload.RevisionID) { delete(f.desired, id) }
+func (f *FixedScaler) Record(workload.Stat)          {}
 
-func (f *FixedScaler) Tick(time.Time, map[serving.RevisionID]int) map[serving.RevisionID]Decision {
+func (f *FixedScaler) Tick(time.Time, map[workload.RevisionID]int) map[workload.RevisionID]Decision {
 	return nil
 }
 
-func (f *FixedScaler) Poke(_ time.Time, id serving.RevisionID) (Decision, bool) {
+func (f *FixedScaler) Poke(_ time.Time, id workload.RevisionID) (Decision, bool) {
 	n, ok := f.desired[id]
 	if !ok || n > 0 {
 		return Decision{}, false

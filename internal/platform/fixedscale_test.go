@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 func TestFixedScaler(t *testing.T) {
@@ -24,8 +24,8 @@ func TestFixedScaler(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := NewFixedScaler()
-			id := serving.RevisionID("default/x-00001")
-			d, err := f.Upsert(now, serving.Revision{ID: id, Annotations: tc.annotations})
+			id := workload.RevisionID("default/x-00001")
+			d, err := f.Upsert(now, workload.Revision{ID: id, Annotations: tc.annotations})
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("Upsert error = %v, want error %v", err, tc.wantErr)
 			}

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/infera-dev/infera/internal/autoscaler"
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // kpa is Knative's autoscaler (internal/autoscaler) behind the controller's Scaler interface.
@@ -24,7 +24,7 @@ func decisionOf(d autoscaler.Decision) Decision {
 	}
 }
 
-func (k *kpa) Upsert(now time.Time, rev serving.Revision) (Decision, error) {
+func (k *kpa) Upsert(now time.Time, rev workload.Revision) (Decision, error) {
 	if err := k.a.Upsert(now, rev.ID, rev.Annotations, rev.ContainerConcurrency); err != nil {
 		return Decision{}, err
 	}
@@ -32,18 +32,18 @@ func (k *kpa) Upsert(now time.Time, rev serving.Revision) (Decision, error) {
 	return decisionOf(d), nil
 }
 
-func (k *kpa) Remove(id serving.RevisionID) { k.a.Remove(id) }
-func (k *kpa) Record(s serving.Stat)        { k.a.Record(s) }
+func (k *kpa) Remove(id workload.RevisionID) { k.a.Remove(id) }
+func (k *kpa) Record(s workload.Stat)        { k.a.Record(s) }
 
-func (k *kpa) Tick(now time.Time, ready map[serving.RevisionID]int) map[serving.RevisionID]Decision {
-	out := map[serving.RevisionID]Decision{}
+func (k *kpa) Tick(now time.Time, ready map[workload.RevisionID]int) map[workload.RevisionID]Decision {
+	out := map[workload.RevisionID]Decision{}
 	for id, d := range k.a.Tick(now, ready) {
 		out[id] = decisionOf(d)
 	}
 	return out
 }
 
-func (k *kpa) Poke(now time.Time, id serving.RevisionID) (Decision, bool) {
+func (k *kpa) Poke(now time.Time, id workload.RevisionID) (Decision, bool) {
 	d, ok := k.a.Poke(now, id)
 	return decisionOf(d), ok
 }

@@ -5,8 +5,8 @@ import (
 	"io"
 
 	"github.com/infera-dev/infera/internal/gateway"
-	"github.com/infera-dev/infera/internal/serving"
 	"github.com/infera-dev/infera/internal/supervisor"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // supervisorAdapter shows the supervisor to the controller and the admin API, with each
@@ -16,10 +16,10 @@ type supervisorAdapter struct {
 	gw *gateway.Gateway
 }
 
-func (a supervisorAdapter) Scale(rev serving.Revision, n int) { a.s.Scale(rev, n) }
-func (a supervisorAdapter) Remove(id serving.RevisionID)      { a.s.Remove(id) }
+func (a supervisorAdapter) Scale(rev workload.Revision, n int) { a.s.Scale(rev, n) }
+func (a supervisorAdapter) Remove(id workload.RevisionID)      { a.s.Remove(id) }
 
-func (a supervisorAdapter) Status(id serving.RevisionID) RevisionStatus {
+func (a supervisorAdapter) Status(id workload.RevisionID) RevisionStatus {
 	st := a.s.Status(id)
 	return RevisionStatus{Ready: st.Ready, Running: st.Live, Failed: st.Failed, Message: st.Message}
 }

@@ -22,9 +22,9 @@ import (
 	"github.com/infera-dev/infera/internal/manifest"
 	"github.com/infera-dev/infera/internal/modelserver"
 	"github.com/infera-dev/infera/internal/reconciler"
-	"github.com/infera-dev/infera/internal/serving"
 	"github.com/infera-dev/infera/internal/store"
 	"github.com/infera-dev/infera/internal/supervisor"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // UpConfig configures Up.
@@ -112,7 +112,7 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 		QueueDepth:   cfg.QueueDepth,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Logger:       log.With("component", "gateway"),
-		OnDemand:     func(id serving.RevisionID) { ctrl.Poke(id) },
+		OnDemand:     func(id workload.RevisionID) { ctrl.Poke(id) },
 		RequestLog:   requestLog,
 		Registerer:   reg,
 	})
@@ -121,7 +121,7 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 		Gateway:  gw,
 		Sandbox:  cfg.Sandbox,
 		Logger:   log.With("component", "supervisor"),
-		OnChange: func(serving.RevisionID) { ctrl.Kick() },
+		OnChange: func(workload.RevisionID) { ctrl.Kick() },
 	})
 	if err != nil {
 		return err

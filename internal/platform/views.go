@@ -8,7 +8,7 @@ import (
 	"knative.dev/pkg/apis"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // ServiceView is a Service as `infera get services` and `describe` show it.
@@ -100,7 +100,7 @@ func readyOf(c *apis.Condition) (status, reason, message string) {
 	return string(c.Status), c.Reason, c.Message
 }
 
-func serviceView(s *servingv1.Service, routes []serving.Route) ServiceView {
+func serviceView(s *servingv1.Service, routes []workload.Route) ServiceView {
 	v := ServiceView{
 		Namespace: s.Namespace, Name: s.Name, Generation: s.Generation,
 		LatestCreated: s.Status.LatestCreatedRevisionName, LatestReady: s.Status.LatestReadyRevisionName,

@@ -31,7 +31,7 @@ import (
 	"knative.dev/serving/pkg/apis/serving"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
-	infserving "github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // Observed is what the supervisor reports of a revision's replicas.
@@ -46,7 +46,7 @@ type Input struct {
 	Services       []*servingv1.Service
 	Configurations []*servingv1.Configuration
 	Revisions      []*servingv1.Revision
-	Observed       map[infserving.RevisionID]Observed
+	Observed       map[workload.RevisionID]Observed
 	Domain         string
 }
 
@@ -59,10 +59,10 @@ type Output struct {
 	// Services carries each input Service with its computed status (status is not persisted).
 	Services []*servingv1.Service
 	// Routes are the routes to serve, one per Service with at least one target.
-	Routes []infserving.Route
+	Routes []workload.Route
 	// Active is the set of revisions that should run replicas: routed ones and the latest
 	// created revision of each Service (which must start to become ready).
-	Active map[infserving.RevisionID]bool
+	Active map[workload.RevisionID]bool
 }
 
 // Label keys Knative puts on revisions.
@@ -78,7 +78,7 @@ func key(ns, name string) string { return ns + "/" + name }
 
 // Compute reconciles every Service of the input.
 func Compute(in Input) Output {
-	out := Output{Active: map[infserving.RevisionID]bool{}}
+	out := Output{Active: map[workload.RevisionID]bool{}}
 	configs := map[string]*servingv1.Configuration{}
 	for _, c := range in.Configurations {
 		configs[key(c.Namespace, c.Name)] = c.DeepCopy()
@@ -109,7 +109,7 @@ func Compute(in Input) Output {
 			out.Active[t.Revision] = true
 		}
 		if n := cfg.Status.LatestCreatedRevisionName; n != "" {
-			out.Active[infserving.NewRevisionID(s.Namespace, n)] = true
+			out.Active[workload.NewRevisionID(s.Namespace, n)] = true
 		}
 	}
 	return out
@@ -117,7 +117,7 @@ func Compute(in Input) Output {
 
 // reconcileConfiguration makes the Service's Configuration match its template, creating a
 // Revision when the template changed, and computes revision and configuration status.
-func reconcileConfiguration(svc *servingv1.Service, cfg *servingv1.Configuration, revs []*servingv1.Revision, observed map[infserving.RevisionID]Observed) (*servingv1.Configuration, []*servingv1.Revision) {
+func reconcileConfiguration(svc *servingv1.Service, cfg *servingv1.Configuration, revs []*servingv1.Revision, observed map[workload.RevisionID]Observed) (*servingv1.Configuration, []*servingv1.Revision) {
 	if cfg == nil {
 		cfg = &servingv1.Configuration{
 			TypeMeta: metav1.TypeMeta{APIVersion: servingv1.SchemeGroupVersion.String(), Kind: "Configuration"},
@@ -154,7 +154,7 @@ func reconcileConfiguration(svc *servingv1.Service, cfg *servingv1.Configuration
 
 	var latestReady *servingv1.Revision
 	for _, r := range revs {
-		markRevision(r, observed[infserving.NewRevisionID(r.Namespace, r.Name)])
+		markRevision(r, observed[workload.NewRevisionID(r.Namespace, r.Name)])
 		if r.IsReady() && (latestReady == nil || revGeneration(r) > revGeneration(latestReady)) {
 			latestReady = r
 		}
@@ -224,10 +224,10 @@ func markRevision(r *servingv1.Revision, o Observed) {
 }
 
 // reconcileRoute resolves the Service's traffic block to revisions.
-func reconcileRoute(svc *servingv1.Service, cfg *servingv1.Configuration, revs []*servingv1.Revision, domain string) infserving.Route {
-	route := infserving.Route{
+func reconcileRoute(svc *servingv1.Service, cfg *servingv1.Configuration, revs []*servingv1.Revision, domain string) workload.Route {
+	route := workload.Route{
 		Namespace: svc.Namespace, Service: svc.Name,
-		Host:   infserving.ServiceHost(svc.Name, svc.Namespace, domain),
+		Host:   workload.ServiceHost(svc.Name, svc.Namespace, domain),
 		Models: models(svc),
 	}
 	var rs servingv1.RouteStatus
@@ -260,10 +260,10 @@ func reconcileRoute(svc *servingv1.Service, cfg *servingv1.Configuration, revs [
 		if t.Percent != nil {
 			percent = int(*t.Percent)
 		}
-		route.Targets = append(route.Targets, infserving.Target{Revision: infserving.NewRevisionID(svc.Namespace, name), Percent: percent, Tag: t.Tag})
+		route.Targets = append(route.Targets, workload.Target{Revision: workload.NewRevisionID(svc.Namespace, name), Percent: percent, Tag: t.Tag})
 		st := servingv1.TrafficTarget{Tag: t.Tag, RevisionName: name, LatestRevision: t.LatestRevision, Percent: t.Percent}
 		if t.Tag != "" {
-			st.URL = &apis.URL{Scheme: "http", Host: infserving.TagHost(t.Tag, svc.Name, svc.Namespace, domain)}
+			st.URL = &apis.URL{Scheme: "http", Host: workload.TagHost(t.Tag, svc.Name, svc.Namespace, domain)}
 		}
 		rs.Traffic = append(rs.Traffic, st)
 	}

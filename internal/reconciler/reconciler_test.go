@@ -10,7 +10,7 @@ import (
 	"knative.dev/pkg/apis"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
-	infserving "github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -48,9 +48,9 @@ func (w *world) step(t *testing.T, svc *servingv1.Service) Output {
 
 func (w *world) ready(rev string) {
 	if w.in.Observed == nil {
-		w.in.Observed = map[infserving.RevisionID]Observed{}
+		w.in.Observed = map[workload.RevisionID]Observed{}
 	}
-	w.in.Observed[infserving.NewRevisionID("default", rev)] = Observed{Ready: 1}
+	w.in.Observed[workload.NewRevisionID("default", rev)] = Observed{Ready: 1}
 }
 
 func revNames(out Output) []string {
@@ -182,7 +182,7 @@ func TestNamedRevisionAndModels(t *testing.T) {
 func TestUnchangedStatusIsStable(t *testing.T) {
 	past := apis.VolatileTime{Inner: metav1.NewTime(time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC))}
 	for _, o := range []Observed{{}, {Ready: 1}, {Failed: true, Message: "exit status 1: boom"}} {
-		w := &world{in: Input{Observed: map[infserving.RevisionID]Observed{infserving.NewRevisionID("default", "llm-00001"): o}}}
+		w := &world{in: Input{Observed: map[workload.RevisionID]Observed{workload.NewRevisionID("default", "llm-00001"): o}}}
 		svc := service("img")
 		w.step(t, svc)
 		// As if stored long ago.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/infera-dev/infera/internal/fluid"
 	"github.com/infera-dev/infera/internal/manifest"
-	infserving "github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // ErrUnresolvable is wrapped by every error that keeps a revision from being run.
@@ -42,23 +42,23 @@ type ResolveOptions struct {
 // Resolve turns a Knative Revision into what the supervisor runs and the gateway serves:
 // references to Secrets and ConfigMaps resolved, claims mapped to local directories, probes
 // and timeouts in Knative's defaults.
-func Resolve(rev *servingv1.Revision, objs Objects, opts ResolveOptions) (infserving.Revision, error) {
-	fail := func(format string, args ...any) (infserving.Revision, error) {
-		return infserving.Revision{}, fmt.Errorf("%w %s/%s: %s", ErrUnresolvable, rev.Namespace, rev.Name, fmt.Sprintf(format, args...))
+func Resolve(rev *servingv1.Revision, objs Objects, opts ResolveOptions) (workload.Revision, error) {
+	fail := func(format string, args ...any) (workload.Revision, error) {
+		return workload.Revision{}, fmt.Errorf("%w %s/%s: %s", ErrUnresolvable, rev.Namespace, rev.Name, fmt.Sprintf(format, args...))
 	}
 	spec := rev.Spec
 	if len(spec.Containers) != 1 {
 		return fail("infera runs single-container revisions; this one has %d containers", len(spec.Containers))
 	}
 	c := spec.Containers[0]
-	out := infserving.Revision{
-		ID:                   infserving.NewRevisionID(rev.Namespace, rev.Name),
+	out := workload.Revision{
+		ID:                   workload.NewRevisionID(rev.Namespace, rev.Name),
 		Namespace:            rev.Namespace,
 		Service:              rev.Labels[labelService],
 		Configuration:        rev.Labels[labelConfiguration],
 		Name:                 rev.Name,
 		ContainerConcurrency: int(spec.GetContainerConcurrency()),
-		Timeout:              seconds(spec.TimeoutSeconds, infserving.DefaultTimeout),
+		Timeout:              seconds(spec.TimeoutSeconds, workload.DefaultTimeout),
 		ResponseStartTimeout: seconds(spec.ResponseStartTimeoutSeconds, 0),
 		IdleTimeout:          seconds(spec.IdleTimeoutSeconds, 0),
 		Annotations:          rev.Annotations,
@@ -77,7 +77,7 @@ func Resolve(rev *servingv1.Revision, objs Objects, opts ResolveOptions) (infser
 	if cmd[0] == "infera" && opts.Self != "" {
 		cmd[0] = opts.Self
 	}
-	out.Container = infserving.Container{
+	out.Container = workload.Container{
 		Name: c.Name, Image: c.Image, Command: cmd[:1], Args: cmd[1:], WorkingDir: c.WorkingDir,
 	}
 	if len(c.Ports) > 0 {
@@ -133,8 +133,8 @@ func seconds(s *int64, def time.Duration) time.Duration {
 	return time.Duration(*s) * time.Second
 }
 
-func resolveEnv(rev *servingv1.Revision, c corev1.Container, objs Objects) ([]infserving.EnvVar, error) {
-	var env []infserving.EnvVar
+func resolveEnv(rev *servingv1.Revision, c corev1.Container, objs Objects) ([]workload.EnvVar, error) {
+	var env []workload.EnvVar
 	for _, from := range c.EnvFrom {
 		switch {
 		case from.SecretRef != nil:
@@ -147,7 +147,7 @@ func resolveEnv(rev *servingv1.Revision, c corev1.Container, objs Objects) ([]in
 			}
 			for _, k := range secretKeys(s) {
 				v, _ := secretValue(s, k)
-				env = append(env, infserving.EnvVar{Name: from.Prefix + k, Value: v, Secret: true})
+				env = append(env, workload.EnvVar{Name: from.Prefix + k, Value: v, Secret: true})
 			}
 		case from.ConfigMapRef != nil:
 			cm := objs.ConfigMap(rev.Namespace, from.ConfigMapRef.Name)
@@ -158,13 +158,13 @@ func resolveEnv(rev *servingv1.Revision, c corev1.Container, objs Objects) ([]in
 				return nil, fmt.Errorf("envFrom: configmap %q not found", from.ConfigMapRef.Name)
 			}
 			for _, k := range sortedKeys(cm.Data) {
-				env = append(env, infserving.EnvVar{Name: from.Prefix + k, Value: cm.Data[k]})
+				env = append(env, workload.EnvVar{Name: from.Prefix + k, Value: cm.Data[k]})
 			}
 		}
 	}
 	for _, e := range c.Env {
 		if e.ValueFrom == nil {
-			env = append(env, infserving.EnvVar{Name: e.Name, Value: e.Value})
+			env = append(env, workload.EnvVar{Name: e.Name, Value: e.Value})
 			continue
 		}
 		switch vf := e.ValueFrom; {
@@ -177,7 +177,7 @@ func resolveEnv(rev *servingv1.Revision, c corev1.Container, objs Objects) ([]in
 				}
 				return nil, fmt.Errorf("env %s: secret %q has no key %q", e.Name, vf.SecretKeyRef.Name, vf.SecretKeyRef.Key)
 			}
-			env = append(env, infserving.EnvVar{Name: e.Name, Value: v, Secret: true})
+			env = append(env, workload.EnvVar{Name: e.Name, Value: v, Secret: true})
 		case vf.ConfigMapKeyRef != nil:
 			cm := objs.ConfigMap(rev.Namespace, vf.ConfigMapKeyRef.Name)
 			var v string
@@ -191,13 +191,13 @@ func resolveEnv(rev *servingv1.Revision, c corev1.Container, objs Objects) ([]in
 				}
 				return nil, fmt.Errorf("env %s: configmap %q has no key %q", e.Name, vf.ConfigMapKeyRef.Name, vf.ConfigMapKeyRef.Key)
 			}
-			env = append(env, infserving.EnvVar{Name: e.Name, Value: v})
+			env = append(env, workload.EnvVar{Name: e.Name, Value: v})
 		case vf.FieldRef != nil:
 			v, err := fieldRef(rev, vf.FieldRef.FieldPath)
 			if err != nil {
 				return nil, fmt.Errorf("env %s: %w", e.Name, err)
 			}
-			env = append(env, infserving.EnvVar{Name: e.Name, Value: v})
+			env = append(env, workload.EnvVar{Name: e.Name, Value: v})
 		default:
 			return nil, fmt.Errorf("env %s: resourceFieldRef is not supported by infera's process backend", e.Name)
 		}
@@ -259,21 +259,21 @@ func secretKeys(s *corev1.Secret) []string {
 	return keys
 }
 
-func resolveVolumes(rev *servingv1.Revision, c corev1.Container, objs Objects, opts ResolveOptions) ([]infserving.Volume, error) {
+func resolveVolumes(rev *servingv1.Revision, c corev1.Container, objs Objects, opts ResolveOptions) ([]workload.Volume, error) {
 	byName := map[string]corev1.Volume{}
 	for _, v := range rev.Spec.Volumes {
 		byName[v.Name] = v
 	}
-	var out []infserving.Volume
+	var out []workload.Volume
 	for _, m := range c.VolumeMounts {
 		v, ok := byName[m.Name]
 		if !ok {
 			return nil, fmt.Errorf("volumeMount %q names no volume", m.Name)
 		}
-		vol := infserving.Volume{Name: m.Name, MountPath: m.MountPath, ReadOnly: m.ReadOnly, SubPath: m.SubPath}
+		vol := workload.Volume{Name: m.Name, MountPath: m.MountPath, ReadOnly: m.ReadOnly, SubPath: m.SubPath}
 		switch {
 		case v.EmptyDir != nil:
-			vol.Kind = infserving.VolumeEmptyDir
+			vol.Kind = workload.VolumeEmptyDir
 		case v.Secret != nil:
 			s := objs.Secret(rev.Namespace, v.Secret.SecretName)
 			if s == nil {
@@ -284,7 +284,7 @@ func resolveVolumes(rev *servingv1.Revision, c corev1.Container, objs Objects, o
 				val, _ := secretValue(s, k)
 				files[k] = []byte(val)
 			}
-			vol.Kind, vol.Files, vol.Secret, vol.ReadOnly = infserving.VolumeFiles, project(files, v.Secret.Items), true, true
+			vol.Kind, vol.Files, vol.Secret, vol.ReadOnly = workload.VolumeFiles, project(files, v.Secret.Items), true, true
 		case v.ConfigMap != nil:
 			cm := objs.ConfigMap(rev.Namespace, v.ConfigMap.Name)
 			if cm == nil {
@@ -297,13 +297,13 @@ func resolveVolumes(rev *servingv1.Revision, c corev1.Container, objs Objects, o
 			for k, val := range cm.BinaryData {
 				files[k] = val
 			}
-			vol.Kind, vol.Files, vol.ReadOnly = infserving.VolumeFiles, project(files, v.ConfigMap.Items), true
+			vol.Kind, vol.Files, vol.ReadOnly = workload.VolumeFiles, project(files, v.ConfigMap.Items), true
 		case v.PersistentVolumeClaim != nil:
 			path, err := claimPath(rev.Namespace, v.PersistentVolumeClaim.ClaimName, objs, opts)
 			if err != nil {
 				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
 			}
-			vol.Kind, vol.HostPath = infserving.VolumeHostPath, path
+			vol.Kind, vol.HostPath = workload.VolumeHostPath, path
 			vol.ReadOnly = vol.ReadOnly || v.PersistentVolumeClaim.ReadOnly
 		default:
 			return nil, fmt.Errorf("volume %q: only emptyDir, secret, configMap and persistentVolumeClaim volumes are supported", v.Name)
@@ -359,14 +359,14 @@ func claimPath(ns, name string, objs Objects, opts ResolveOptions) (string, erro
 // probe converts a Kubernetes probe to Knative's runtime semantics. A readiness probe that is
 // absent becomes Knative's default TCP probe on the port; periodSeconds 0 on readiness is
 // Knative's aggressive probing.
-func probe(p *corev1.Probe, readiness bool) *infserving.Probe {
+func probe(p *corev1.Probe, readiness bool) *workload.Probe {
 	if p == nil {
 		if !readiness {
 			return nil
 		}
-		return &infserving.Probe{Handler: infserving.ProbeTCP, SuccessThreshold: 1, FailureThreshold: 3, Timeout: time.Second}
+		return &workload.Probe{Handler: workload.ProbeTCP, SuccessThreshold: 1, FailureThreshold: 3, Timeout: time.Second}
 	}
-	out := &infserving.Probe{
+	out := &workload.Probe{
 		InitialDelay:     time.Duration(p.InitialDelaySeconds) * time.Second,
 		Period:           time.Duration(p.PeriodSeconds) * time.Second,
 		Timeout:          time.Duration(p.TimeoutSeconds) * time.Second,
@@ -387,7 +387,7 @@ func probe(p *corev1.Probe, readiness bool) *infserving.Probe {
 	}
 	switch h := p.ProbeHandler; {
 	case h.HTTPGet != nil:
-		out.Handler, out.Path, out.Scheme, out.Port = infserving.ProbeHTTP, h.HTTPGet.Path, string(h.HTTPGet.Scheme), h.HTTPGet.Port.IntVal
+		out.Handler, out.Path, out.Scheme, out.Port = workload.ProbeHTTP, h.HTTPGet.Path, string(h.HTTPGet.Scheme), h.HTTPGet.Port.IntVal
 		if len(h.HTTPGet.HTTPHeaders) > 0 {
 			out.Headers = map[string]string{}
 			for _, hd := range h.HTTPGet.HTTPHeaders {
@@ -395,11 +395,11 @@ func probe(p *corev1.Probe, readiness bool) *infserving.Probe {
 			}
 		}
 	case h.TCPSocket != nil:
-		out.Handler, out.Port = infserving.ProbeTCP, h.TCPSocket.Port.IntVal
+		out.Handler, out.Port = workload.ProbeTCP, h.TCPSocket.Port.IntVal
 	case h.Exec != nil:
-		out.Handler, out.Command = infserving.ProbeExec, h.Exec.Command
+		out.Handler, out.Command = workload.ProbeExec, h.Exec.Command
 	case h.GRPC != nil:
-		out.Handler, out.Port = infserving.ProbeGRPC, h.GRPC.Port
+		out.Handler, out.Port = workload.ProbeGRPC, h.GRPC.Port
 		if h.GRPC.Service != nil {
 			out.Service = *h.GRPC.Service
 		}

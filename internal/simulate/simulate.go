@@ -69,7 +69,7 @@ import (
 	"time"
 
 	"github.com/infera-dev/infera/internal/autoscaler"
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // ErrTrace: the trace is not CSV arrival_s,duration_s with valid numbers.
@@ -190,7 +190,7 @@ type Result struct {
 }
 
 // revisionID is the simulated revision's name in the autoscaler.
-const revisionID = serving.RevisionID("simulate/revision")
+const revisionID = workload.RevisionID("simulate/revision")
 
 // base is the simulation's t = 0 on the autoscaler's clock: a whole, even
 // second, so that seconds and two-second ticks fall on bucket boundaries.
@@ -300,7 +300,7 @@ type sim struct {
 	created    int       // replicas made so far
 	waits      []float64 // queue wait of each request started (then of those never started)
 	started    []float64 // start time by trace index; NaN if never started
-	stats      []serving.Stat
+	stats      []workload.Stat
 	replicaSec float64
 	coldStarts int
 	coldWaits  int
@@ -345,7 +345,7 @@ func (s *sim) run() {
 		}
 		// The end of a second: the gateway's stat.
 		if s.second+1 <= t {
-			st := serving.Stat{Revision: revisionID, Time: at(s.second + 1), Concurrency: s.concInt, Requests: float64(s.arrivals)}
+			st := workload.Stat{Revision: revisionID, Time: at(s.second + 1), Concurrency: s.concInt, Requests: float64(s.arrivals)}
 			s.a.Record(st)
 			s.stats = append(s.stats, st)
 			s.second++
@@ -382,7 +382,7 @@ func (s *sim) tick(t int) {
 			ready++
 		}
 	}
-	d := s.a.Tick(at(float64(t)), map[serving.RevisionID]int{revisionID: ready})[revisionID]
+	d := s.a.Tick(at(float64(t)), map[workload.RevisionID]int{revisionID: ready})[revisionID]
 	s.rows = append(s.rows, Row{
 		T: t, Ready: ready,
 		StableConcurrency: d.StableConcurrency, PanicConcurrency: d.PanicConcurrency,

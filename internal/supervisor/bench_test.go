@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // Not parallel: goroutine counts are only meaningful while no other test starts any.
@@ -22,8 +22,8 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 		t.Fatal(err)
 	}
 	rev := testRev("leak-00001")
-	rev.Container.LivenessProbe = &serving.Probe{Handler: serving.ProbeTCP, Period: 20 * time.Millisecond}
-	rev.Container.StartupProbe = &serving.Probe{Handler: serving.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond, FailureThreshold: 1000}
+	rev.Container.LivenessProbe = &workload.Probe{Handler: workload.ProbeTCP, Period: 20 * time.Millisecond}
+	rev.Container.StartupProbe = &workload.Probe{Handler: workload.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond, FailureThreshold: 1000}
 	s.Scale(rev, 2)
 	waitFor(t, "2 ready", func() bool { return s.Status(rev.ID).Ready == 2 })
 	s.Scale(rev, 1)
@@ -41,7 +41,7 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 // BenchmarkProcessOnly for the supervisor's share.
 func BenchmarkStartToReady(b *testing.B) {
 	changed := make(chan struct{}, 1)
-	s, err := New(Config{Dir: b.TempDir(), Gateway: &fakeGateway{}, OnChange: func(serving.RevisionID) {
+	s, err := New(Config{Dir: b.TempDir(), Gateway: &fakeGateway{}, OnChange: func(workload.RevisionID) {
 		select {
 		case changed <- struct{}{}:
 		default:
@@ -91,7 +91,7 @@ func BenchmarkProcessOnly(b *testing.B) {
 			if err == nil {
 				break
 			}
-			time.Sleep(serving.AggressiveProbePeriod) // the anchor probes at the supervisor's cadence: the behaviour compared
+			time.Sleep(workload.AggressiveProbePeriod) // the anchor probes at the supervisor's cadence: the behaviour compared
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -102,7 +102,7 @@ func BenchmarkHTTPProbe(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer srv.Close()
 	tr := newProbeTransports().h1
-	p := &serving.Probe{Path: "/healthz"}
+	p := &workload.Probe{Path: "/healthz"}
 	addr := srv.Listener.Addr().String()
 	b.ReportAllocs()
 	for b.Loop() {

@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 
 	"github.com/infera-dev/infera/internal/testutil"
 )
@@ -176,7 +176,7 @@ func replicaMain() {
 func parentMain() {
 	gw := &fakeGateway{}
 	changed := make(chan struct{}, 1)
-	onChange := func(serving.RevisionID) {
+	onChange := func(workload.RevisionID) {
 		select {
 		case changed <- struct{}{}:
 		default:
@@ -189,7 +189,7 @@ func parentMain() {
 	}
 	rev := testRev("parent-00001")
 	if os.Getenv("PARENT_VOLUMES") == "1" {
-		rev.Volumes = []serving.Volume{{Name: "scratch", Kind: serving.VolumeEmptyDir, MountPath: filepath.Join(os.Getenv("PARENT_DIR"), "mnt")}}
+		rev.Volumes = []workload.Volume{{Name: "scratch", Kind: workload.VolumeEmptyDir, MountPath: filepath.Join(os.Getenv("PARENT_DIR"), "mnt")}}
 	}
 	s.Scale(rev, 1)
 	timeout := time.After(20 * time.Second)
@@ -213,17 +213,17 @@ func parentMain() {
 // set in-flight counts and hold WaitIdle.
 type fakeGateway struct {
 	mu       sync.Mutex
-	eps      map[serving.RevisionID][]serving.Endpoint
+	eps      map[workload.RevisionID][]workload.Endpoint
 	events   []string
 	inFlight map[string]int
 	hold     map[string]chan struct{}
 	badDials []string
 	// onSet, onInFlight: called (outside the fake's lock) to call back into the supervisor.
-	onSet      func(id serving.RevisionID, eps []serving.Endpoint)
-	onInFlight func(id serving.RevisionID)
+	onSet      func(id workload.RevisionID, eps []workload.Endpoint)
+	onInFlight func(id workload.RevisionID)
 }
 
-func (g *fakeGateway) SetEndpoints(id serving.RevisionID, eps []serving.Endpoint) {
+func (g *fakeGateway) SetEndpoints(id workload.RevisionID, eps []workload.Endpoint) {
 	var names []string
 	for _, e := range eps {
 		names = append(names, e.Replica)
@@ -239,7 +239,7 @@ func (g *fakeGateway) SetEndpoints(id serving.RevisionID, eps []serving.Endpoint
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.eps == nil {
-		g.eps = map[serving.RevisionID][]serving.Endpoint{}
+		g.eps = map[workload.RevisionID][]workload.Endpoint{}
 	}
 	g.eps[id] = slices.Clone(eps)
 	g.events = append(g.events, fmt.Sprintf("set %s %v", id, names))
@@ -250,7 +250,7 @@ func (g *fakeGateway) SetEndpoints(id serving.RevisionID, eps []serving.Endpoint
 	}
 }
 
-func (g *fakeGateway) InFlight(id serving.RevisionID, replica string) int {
+func (g *fakeGateway) InFlight(id workload.RevisionID, replica string) int {
 	if g.onInFlight != nil {
 		g.onInFlight(id)
 	}
@@ -259,7 +259,7 @@ func (g *fakeGateway) InFlight(id serving.RevisionID, replica string) int {
 	return g.inFlight[replica]
 }
 
-func (g *fakeGateway) WaitIdle(ctx context.Context, _ serving.RevisionID, replica string) error {
+func (g *fakeGateway) WaitIdle(ctx context.Context, _ workload.RevisionID, replica string) error {
 	g.mu.Lock()
 	g.events = append(g.events, "waitidle-start "+replica)
 	ch := g.hold[replica]
@@ -278,7 +278,7 @@ func (g *fakeGateway) WaitIdle(ctx context.Context, _ serving.RevisionID, replic
 	return err
 }
 
-func (g *fakeGateway) endpoints(id serving.RevisionID) []serving.Endpoint {
+func (g *fakeGateway) endpoints(id workload.RevisionID) []workload.Endpoint {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return slices.Clone(g.eps[id])
@@ -380,23 +380,23 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	testutil.Eventually(t, 20*time.Second, what, func() (bool, string) { return cond(), "" })
 }
 
-func testRev(name string, env ...string) serving.Revision {
+func testRev(name string, env ...string) workload.Revision {
 	exe, err := os.Executable()
 	if err != nil {
 		panic(err)
 	}
 	svc := name[:strings.LastIndex(name, "-")]
-	c := serving.Container{
+	c := workload.Container{
 		Name:    "user-container",
 		Command: []string{exe},
-		Env:     []serving.EnvVar{{Name: "SUPERVISOR_TEST_ROLE", Value: "replica"}},
+		Env:     []workload.EnvVar{{Name: "SUPERVISOR_TEST_ROLE", Value: "replica"}},
 		Port:    8080,
 	}
 	for i := 0; i+1 < len(env); i += 2 {
-		c.Env = append(c.Env, serving.EnvVar{Name: env[i], Value: env[i+1]})
+		c.Env = append(c.Env, workload.EnvVar{Name: env[i], Value: env[i+1]})
 	}
-	return serving.Revision{
-		ID: serving.NewRevisionID("default", name), Namespace: "default",
+	return workload.Revision{
+		ID: workload.NewRevisionID("default", name), Namespace: "default",
 		Service: svc, Configuration: svc, Name: name,
 		Timeout: 5 * time.Second, Container: c,
 	}
@@ -429,7 +429,7 @@ func newTestSup(t *testing.T, cfg Config) *testSup {
 	return &testSup{Supervisor: s, gw: gw, dir: cfg.Dir}
 }
 
-func (ts *testSup) replicasOf(id serving.RevisionID) []ReplicaStatus {
+func (ts *testSup) replicasOf(id workload.RevisionID) []ReplicaStatus {
 	var out []ReplicaStatus
 	for _, r := range ts.Replicas() {
 		if r.Revision == id {
@@ -441,7 +441,7 @@ func (ts *testSup) replicasOf(id serving.RevisionID) []ReplicaStatus {
 }
 
 // waitReady scales rev to n and waits until n replicas are in the gateway's endpoints.
-func (ts *testSup) waitReady(t *testing.T, rev serving.Revision, n int) []ReplicaStatus {
+func (ts *testSup) waitReady(t *testing.T, rev workload.Revision, n int) []ReplicaStatus {
 	t.Helper()
 	ts.Scale(rev, n)
 	waitFor(t, fmt.Sprintf("%d ready endpoints of %s", n, rev.ID), func() bool {

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // Probe defaults and Knative's aggressive readiness numbers.
@@ -50,7 +50,7 @@ func newProbeTransports() probeTransports {
 
 // withDefaults fills a probe's zero fields with Kubernetes' defaults. A readiness probe with
 // Period 0 stays aggressive.
-func withDefaults(p serving.Probe, readiness bool) serving.Probe {
+func withDefaults(p workload.Probe, readiness bool) workload.Probe {
 	aggressive := readiness && p.Period == 0
 	if !aggressive {
 		if p.Period <= 0 {
@@ -93,11 +93,11 @@ func (r *replica) probe(ctx context.Context, inc int, failed chan<- string) {
 			}
 		}()
 	}
-	rp := serving.Probe{Handler: serving.ProbeTCP} // Knative's default readiness probe
+	rp := workload.Probe{Handler: workload.ProbeTCP} // Knative's default readiness probe
 	if c.ReadinessProbe != nil {
 		rp = *c.ReadinessProbe
 	}
-	if rp.Handler != serving.ProbeExec {
+	if rp.Handler != workload.ProbeExec {
 		rp = withDefaults(rp, true)
 		r.readinessLoop(ctx, &rp, func(ok bool) { r.setReady(inc, ok) })
 		wg.Wait()
@@ -106,8 +106,8 @@ func (r *replica) probe(ctx context.Context, inc int, failed chan<- string) {
 	// Knative leaves an exec readiness probe to the kubelet (its schedule, Kubernetes'
 	// defaults) and has queue-proxy probe the port over TCP with the probe's timing: the
 	// replica is ready when both pass.
-	tcp := withDefaults(serving.Probe{
-		Handler: serving.ProbeTCP, InitialDelay: rp.InitialDelay, Period: rp.Period, Timeout: rp.Timeout,
+	tcp := withDefaults(workload.Probe{
+		Handler: workload.ProbeTCP, InitialDelay: rp.InitialDelay, Period: rp.Period, Timeout: rp.Timeout,
 		SuccessThreshold: rp.SuccessThreshold, FailureThreshold: rp.FailureThreshold,
 	}, true)
 	ex := rp
@@ -148,7 +148,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (r *replica) readinessLoop(ctx context.Context, p *serving.Probe, report func(ready bool)) {
+func (r *replica) readinessLoop(ctx context.Context, p *workload.Probe, report func(ready bool)) {
 	if !sleepCtx(ctx, p.InitialDelay) {
 		return
 	}
@@ -156,7 +156,7 @@ func (r *replica) readinessLoop(ctx context.Context, p *serving.Probe, report fu
 		r.standardReadiness(ctx, p, report)
 		return
 	}
-	timeout := serving.AggressiveProbeTimeout
+	timeout := workload.AggressiveProbeTimeout
 	count := 0
 	for {
 		// Starting (or not ready): every 50 ms until SuccessThreshold successes in a row.
@@ -169,7 +169,7 @@ func (r *replica) readinessLoop(ctx context.Context, p *serving.Probe, report fu
 			} else {
 				count = 0
 			}
-			if !sleepCtx(ctx, serving.AggressiveProbePeriod) {
+			if !sleepCtx(ctx, workload.AggressiveProbePeriod) {
 				return
 			}
 		}
@@ -198,7 +198,7 @@ func (r *replica) readinessLoop(ctx context.Context, p *serving.Probe, report fu
 					ready = false
 					break
 				}
-				if !sleepCtx(ctx, serving.AggressiveProbePeriod) {
+				if !sleepCtx(ctx, workload.AggressiveProbePeriod) {
 					return
 				}
 			}
@@ -208,7 +208,7 @@ func (r *replica) readinessLoop(ctx context.Context, p *serving.Probe, report fu
 	}
 }
 
-func (r *replica) standardReadiness(ctx context.Context, p *serving.Probe, report func(ready bool)) {
+func (r *replica) standardReadiness(ctx context.Context, p *workload.Probe, report func(ready bool)) {
 	succ, fail, ready := 0, 0, false
 	for {
 		err := r.check(ctx, p, p.Timeout)
@@ -235,19 +235,19 @@ func (r *replica) standardReadiness(ctx context.Context, p *serving.Probe, repor
 }
 
 // livenessLoop returns the last error once FailureThreshold checks in a row failed.
-func (r *replica) livenessLoop(ctx context.Context, p *serving.Probe) error {
+func (r *replica) livenessLoop(ctx context.Context, p *workload.Probe) error {
 	return r.failureLoop(ctx, p, false)
 }
 
 // startupLoop returns nil at the first success, or the last error once FailureThreshold
 // checks in a row failed.
-func (r *replica) startupLoop(ctx context.Context, p *serving.Probe) error {
+func (r *replica) startupLoop(ctx context.Context, p *workload.Probe) error {
 	return r.failureLoop(ctx, p, true)
 }
 
 // failureLoop probes every Period after InitialDelay until FailureThreshold checks in a row
 // fail (it returns the last error) or, with untilSuccess, until the first success (nil).
-func (r *replica) failureLoop(ctx context.Context, p *serving.Probe, untilSuccess bool) error {
+func (r *replica) failureLoop(ctx context.Context, p *workload.Probe, untilSuccess bool) error {
 	if !sleepCtx(ctx, p.InitialDelay) {
 		return ctx.Err()
 	}
@@ -274,7 +274,7 @@ func (r *replica) failureLoop(ctx context.Context, p *serving.Probe, untilSucces
 }
 
 // check runs one probe against the replica.
-func (r *replica) check(ctx context.Context, p *serving.Probe, timeout time.Duration) error {
+func (r *replica) check(ctx context.Context, p *workload.Probe, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	port := r.port
@@ -283,13 +283,13 @@ func (r *replica) check(ctx context.Context, p *serving.Probe, timeout time.Dura
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	switch p.Handler {
-	case serving.ProbeTCP:
+	case workload.ProbeTCP:
 		return tcpProbe(ctx, addr)
-	case serving.ProbeHTTP:
+	case workload.ProbeHTTP:
 		return httpProbe(ctx, r.s.probeTr.h1, addr, p)
-	case serving.ProbeGRPC:
+	case workload.ProbeGRPC:
 		return grpcProbe(ctx, r.s.probeTr.h2c, addr, p.Service)
-	case serving.ProbeExec:
+	case workload.ProbeExec:
 		return r.execProbe(ctx, p.Command)
 	default:
 		return fmt.Errorf("unknown probe handler %d", p.Handler)
@@ -305,7 +305,7 @@ func tcpProbe(ctx context.Context, addr string) error {
 	return c.Close()
 }
 
-func httpProbe(ctx context.Context, tr http.RoundTripper, addr string, p *serving.Probe) error {
+func httpProbe(ctx context.Context, tr http.RoundTripper, addr string, p *workload.Probe) error {
 	if p.Scheme != "" && !strings.EqualFold(p.Scheme, "HTTP") {
 		return fmt.Errorf("probe scheme %q is not supported (only HTTP)", p.Scheme)
 	}

@@ -16,7 +16,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // spawner starts every child from one locked OS thread. Pdeathsig fires when the thread that
@@ -105,7 +105,7 @@ func (s *Supervisor) prepareSandbox(r *replica) (*sandbox, error) {
 		if !filepath.IsAbs(v.MountPath) {
 			return nil, fmt.Errorf("volume %q: mountPath %q is not absolute", v.Name, v.MountPath)
 		}
-		binds = append(binds, bind{src: src, dst: filepath.Clean(v.MountPath), ro: v.ReadOnly || v.Kind == serving.VolumeFiles})
+		binds = append(binds, bind{src: src, dst: filepath.Clean(v.MountPath), ro: v.ReadOnly || v.Kind == workload.VolumeFiles})
 	}
 	if !useBwrap {
 		return sb, nil
@@ -132,18 +132,18 @@ func (s *Supervisor) prepareSandbox(r *replica) (*sandbox, error) {
 
 // volumeSource returns the host path that backs a volume (SubPath applied), creating
 // per-replica content as needed.
-func (s *Supervisor) volumeSource(r *replica, v serving.Volume) (string, error) {
+func (s *Supervisor) volumeSource(r *replica, v workload.Volume) (string, error) {
 	if v.SubPath != "" && (filepath.IsAbs(v.SubPath) || !filepath.IsLocal(v.SubPath)) {
 		return "", fmt.Errorf("subPath %q must be a relative path inside the volume", v.SubPath)
 	}
 	var base string
 	switch v.Kind {
-	case serving.VolumeEmptyDir:
+	case workload.VolumeEmptyDir:
 		base = filepath.Join(r.dir, "empty", v.Name)
 		if err := os.MkdirAll(base, 0o777); err != nil {
 			return "", err
 		}
-	case serving.VolumeFiles:
+	case workload.VolumeFiles:
 		base = filepath.Join(r.dir, "files", v.Name)
 		if err := os.MkdirAll(base, 0o700); err != nil {
 			return "", err
@@ -163,7 +163,7 @@ func (s *Supervisor) volumeSource(r *replica, v serving.Volume) (string, error) 
 				return "", err
 			}
 		}
-	case serving.VolumeHostPath:
+	case workload.VolumeHostPath:
 		if v.HostPath == "" {
 			return "", errors.New("hostPath is empty")
 		}
@@ -178,7 +178,7 @@ func (s *Supervisor) volumeSource(r *replica, v serving.Volume) (string, error) 
 		return base, nil
 	}
 	src := filepath.Join(base, v.SubPath)
-	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) && v.Kind != serving.VolumeFiles {
+	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) && v.Kind != workload.VolumeFiles {
 		// Kubernetes creates a missing subPath directory.
 		if err := os.MkdirAll(src, 0o777); err != nil {
 			return "", err

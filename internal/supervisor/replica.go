@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // replica is one replica and its run loop. Fields below mu-guarded are guarded by s.mu.
@@ -17,7 +17,7 @@ type replica struct {
 	s       *Supervisor
 	name    string
 	rs      *revState
-	rev     serving.Revision
+	rev     workload.Revision
 	port    int
 	created time.Time
 	stopCh  chan struct{} // closed by stopLocked
@@ -214,7 +214,7 @@ func (r *replica) grace() time.Duration {
 	if r.rev.Timeout > 0 {
 		return r.rev.Timeout
 	}
-	return serving.DefaultTimeout
+	return workload.DefaultTimeout
 }
 
 // drainAndTerminate: the replica is already out of the endpoints; wait for its requests,

@@ -19,7 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // Errors returned by the supervisor.
@@ -37,11 +37,11 @@ var (
 // that calls Scale, say).
 type Gateway interface {
 	// SetEndpoints replaces the READY replicas of a revision.
-	SetEndpoints(id serving.RevisionID, eps []serving.Endpoint)
+	SetEndpoints(id workload.RevisionID, eps []workload.Endpoint)
 	// InFlight is the number of requests in flight to a replica.
-	InFlight(id serving.RevisionID, replica string) int
+	InFlight(id workload.RevisionID, replica string) int
 	// WaitIdle returns when a replica has no request in flight, or ctx is done.
-	WaitIdle(ctx context.Context, id serving.RevisionID, replica string) error
+	WaitIdle(ctx context.Context, id workload.RevisionID, replica string) error
 }
 
 // Config is what New needs.
@@ -53,7 +53,7 @@ type Config struct {
 	Clock   Clock // back-off and grace periods; nil is the real clock
 	// OnChange is called whenever a replica's state changes, outside the supervisor's locks;
 	// it must return quickly (e.g. a non-blocking channel send).
-	OnChange     func(id serving.RevisionID)
+	OnChange     func(id workload.RevisionID)
 	LogBytes     int   // ring buffer per replica; default 1 MiB
 	LogFileBytes int64 // a replica's log file rotates at this size; default 10 MiB
 }
@@ -101,17 +101,17 @@ type RevisionStatus struct {
 
 // ReplicaStatus describes one replica.
 type ReplicaStatus struct {
-	Name       string             `json:"name"`
-	Revision   serving.RevisionID `json:"revision"`
-	PID        int                `json:"pid"` // 0 while no process runs
-	Port       int                `json:"port"`
-	State      ReplicaState       `json:"state"`
-	Restarts   int                `json:"restarts"`
-	Created    time.Time          `json:"created"`
-	Started    time.Time          `json:"started"`            // when its current (or last) process started
-	LastExit   string             `json:"lastExit,omitempty"` // e.g. "exit status 1", "signal: killed", or a start error
-	LastExitAt time.Time          `json:"lastExitAt"`
-	Message    string             `json:"message,omitempty"` // the reason of the last exit, e.g. "liveness probe failed: ..."
+	Name       string              `json:"name"`
+	Revision   workload.RevisionID `json:"revision"`
+	PID        int                 `json:"pid"` // 0 while no process runs
+	Port       int                 `json:"port"`
+	State      ReplicaState        `json:"state"`
+	Restarts   int                 `json:"restarts"`
+	Created    time.Time           `json:"created"`
+	Started    time.Time           `json:"started"`            // when its current (or last) process started
+	LastExit   string              `json:"lastExit,omitempty"` // e.g. "exit status 1", "signal: killed", or a start error
+	LastExitAt time.Time           `json:"lastExitAt"`
+	Message    string              `json:"message,omitempty"` // the reason of the last exit, e.g. "liveness probe failed: ..."
 }
 
 // Supervisor runs replicas. Its methods are safe for concurrent use.
@@ -129,22 +129,22 @@ type Supervisor struct {
 
 	mu     sync.Mutex
 	closed bool
-	revs   map[serving.RevisionID]*revState
+	revs   map[workload.RevisionID]*revState
 	byName map[string]*replica // live replicas
 	wg     sync.WaitGroup
 	// stopped names replicas whose log files are kept, oldest first (MaxStoppedLogs).
 	stopped []string
 	// Endpoint pushes (see changed): generations per revision, what was sent, who flushes.
-	lastEPs  map[serving.RevisionID][]serving.Endpoint
-	epGen    map[serving.RevisionID]uint64
-	epSent   map[serving.RevisionID]uint64
-	epDirty  map[serving.RevisionID]bool
+	lastEPs  map[workload.RevisionID][]workload.Endpoint
+	epGen    map[workload.RevisionID]uint64
+	epSent   map[workload.RevisionID]uint64
+	epDirty  map[workload.RevisionID]bool
 	flushing bool
 	epCond   *sync.Cond // on mu; broadcast when epSent advances
 }
 
 type revState struct {
-	rev       serving.Revision
+	rev       workload.Revision
 	desired   int
 	replicas  []*replica // live replicas in creation order
 	everReady bool
@@ -182,12 +182,12 @@ func New(cfg Config) (*Supervisor, error) {
 		clock:   cfg.Clock,
 		logsDir: filepath.Join(cfg.Dir, "logs"),
 		runDir:  filepath.Join(cfg.Dir, "run"),
-		revs:    map[serving.RevisionID]*revState{},
+		revs:    map[workload.RevisionID]*revState{},
 		byName:  map[string]*replica{},
-		lastEPs: map[serving.RevisionID][]serving.Endpoint{},
-		epGen:   map[serving.RevisionID]uint64{},
-		epSent:  map[serving.RevisionID]uint64{},
-		epDirty: map[serving.RevisionID]bool{},
+		lastEPs: map[workload.RevisionID][]workload.Endpoint{},
+		epGen:   map[workload.RevisionID]uint64{},
+		epSent:  map[workload.RevisionID]uint64{},
+		epDirty: map[workload.RevisionID]bool{},
 		probeTr: newProbeTransports(),
 	}
 	s.epCond = sync.NewCond(&s.mu)
@@ -223,7 +223,7 @@ func New(cfg Config) (*Supervisor, error) {
 
 // Scale sets the desired number of replicas of a revision. The first Scale of an ID records
 // the revision; revisions are immutable, so later calls only change the count.
-func (s *Supervisor) Scale(rev serving.Revision, n int) {
+func (s *Supervisor) Scale(rev workload.Revision, n int) {
 	if n < 0 {
 		n = 0
 	}
@@ -263,7 +263,7 @@ func (s *Supervisor) Scale(rev serving.Revision, n int) {
 }
 
 // Remove scales a revision to zero and forgets it once its replicas have stopped.
-func (s *Supervisor) Remove(id serving.RevisionID) {
+func (s *Supervisor) Remove(id workload.RevisionID) {
 	s.mu.Lock()
 	rs := s.revs[id]
 	if rs == nil {
@@ -279,7 +279,7 @@ func (s *Supervisor) Remove(id serving.RevisionID) {
 }
 
 // Status reports a revision; the zero value for an unknown one.
-func (s *Supervisor) Status(id serving.RevisionID) RevisionStatus {
+func (s *Supervisor) Status(id workload.RevisionID) RevisionStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rs := s.revs[id]
@@ -359,7 +359,7 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	first := !s.closed
 	s.closed = true
-	var ids []serving.RevisionID
+	var ids []workload.RevisionID
 	for id, rs := range s.revs {
 		rs.desired = 0
 		rs.removing = true
@@ -562,7 +562,7 @@ func (s *Supervisor) forgetIfDoneLocked(rs *revState) {
 // change's generation (see waitSent). One goroutine at a time flushes, with no lock held
 // while the gateway is called, so SetEndpoints may call back into the Supervisor: such a
 // nested call is queued and flushed by the outer one, always with the latest state.
-func (s *Supervisor) changed(id serving.RevisionID) uint64 {
+func (s *Supervisor) changed(id workload.RevisionID) uint64 {
 	s.mu.Lock()
 	s.epGen[id]++
 	gen := s.epGen[id]
@@ -570,7 +570,7 @@ func (s *Supervisor) changed(id serving.RevisionID) uint64 {
 	if !s.flushing {
 		s.flushing = true
 		for len(s.epDirty) > 0 {
-			var next serving.RevisionID
+			var next workload.RevisionID
 			for k := range s.epDirty {
 				next = k
 				break
@@ -602,12 +602,12 @@ func (s *Supervisor) changed(id serving.RevisionID) uint64 {
 
 // endpointsLocked computes the ready endpoints of a revision and whether they differ from
 // the last ones sent.
-func (s *Supervisor) endpointsLocked(id serving.RevisionID) (uint64, []serving.Endpoint, bool) {
-	var eps []serving.Endpoint
+func (s *Supervisor) endpointsLocked(id workload.RevisionID) (uint64, []workload.Endpoint, bool) {
+	var eps []workload.Endpoint
 	if rs := s.revs[id]; rs != nil {
 		for _, r := range rs.replicas {
 			if r.state == Ready {
-				eps = append(eps, serving.Endpoint{Replica: r.name, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))})
+				eps = append(eps, workload.Endpoint{Replica: r.name, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))})
 			}
 		}
 	}
@@ -620,7 +620,7 @@ func (s *Supervisor) endpointsLocked(id serving.RevisionID) (uint64, []serving.E
 }
 
 // waitSent returns once the endpoints of change gen (or a later one) reached the gateway.
-func (s *Supervisor) waitSent(id serving.RevisionID, gen uint64) {
+func (s *Supervisor) waitSent(id workload.RevisionID, gen uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.revs[id] != nil && s.epSent[id] < gen {
@@ -628,7 +628,7 @@ func (s *Supervisor) waitSent(id serving.RevisionID, gen uint64) {
 	}
 }
 
-func secretValues(rev serving.Revision) []string {
+func secretValues(rev workload.Revision) []string {
 	var out []string
 	for _, e := range rev.Container.Env {
 		if e.Secret && e.Value != "" {

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 func TestEnvContract(t *testing.T) {
@@ -26,7 +26,7 @@ func TestEnvContract(t *testing.T) {
 	wd := t.TempDir()
 	rev := testRev("envsvc-00001", "GREETING", "hello", "TR_PRINT_ENV", "TOKEN")
 	rev.Configuration = "envsvc-config"
-	rev.Container.Env = append(rev.Container.Env, serving.EnvVar{Name: "TOKEN", Value: "s3cr3t-value", Secret: true})
+	rev.Container.Env = append(rev.Container.Env, workload.EnvVar{Name: "TOKEN", Value: "s3cr3t-value", Secret: true})
 	rev.Container.WorkingDir = wd
 	reps := ts.waitReady(t, rev, 1)
 	r := reps[0]
@@ -88,15 +88,15 @@ func TestVolumesInSandbox(t *testing.T) {
 	os.WriteFile(filepath.Join(host, "sub", "inner.txt"), []byte("inner"), 0o644)
 	mnt := filepath.Join(t.TempDir(), "mnt") // does not exist on the host
 	rev := testRev("vol-00001")
-	rev.Volumes = []serving.Volume{
-		{Name: "creds", Kind: serving.VolumeFiles, MountPath: mnt + "/creds", Files: map[string][]byte{"key": []byte("topsecret")}, Secret: true},
-		{Name: "cfg", Kind: serving.VolumeFiles, MountPath: mnt + "/etc/app.conf", SubPath: "app.conf", Files: map[string][]byte{"app.conf": []byte("x=1")}},
-		{Name: "scratch", Kind: serving.VolumeEmptyDir, MountPath: mnt + "/scratch"},
-		{Name: "models", Kind: serving.VolumeHostPath, HostPath: host, MountPath: mnt + "/models", ReadOnly: true},
-		{Name: "data", Kind: serving.VolumeHostPath, HostPath: host, SubPath: "sub", MountPath: mnt + "/data"},
+	rev.Volumes = []workload.Volume{
+		{Name: "creds", Kind: workload.VolumeFiles, MountPath: mnt + "/creds", Files: map[string][]byte{"key": []byte("topsecret")}, Secret: true},
+		{Name: "cfg", Kind: workload.VolumeFiles, MountPath: mnt + "/etc/app.conf", SubPath: "app.conf", Files: map[string][]byte{"app.conf": []byte("x=1")}},
+		{Name: "scratch", Kind: workload.VolumeEmptyDir, MountPath: mnt + "/scratch"},
+		{Name: "models", Kind: workload.VolumeHostPath, HostPath: host, MountPath: mnt + "/models", ReadOnly: true},
+		{Name: "data", Kind: workload.VolumeHostPath, HostPath: host, SubPath: "sub", MountPath: mnt + "/data"},
 	}
 	// The exec readiness probe reads the secret: it runs in the replica's mount namespace.
-	rev.Container.ReadinessProbe = &serving.Probe{Handler: serving.ProbeExec, Command: []string{"cat", mnt + "/creds/key"}}
+	rev.Container.ReadinessProbe = &workload.Probe{Handler: workload.ProbeExec, Command: []string{"cat", mnt + "/creds/key"}}
 	r := ts.waitReady(t, rev, 1)[0]
 
 	tests := []struct {
@@ -136,10 +136,10 @@ func TestVolumesWithoutSandbox(t *testing.T) {
 	host := t.TempDir()
 	os.WriteFile(filepath.Join(host, "model.bin"), []byte("weights"), 0o644)
 	rev := testRev("novol-00001")
-	rev.Volumes = []serving.Volume{
-		{Name: "my-creds", Kind: serving.VolumeFiles, MountPath: "/var/run/creds", Files: map[string][]byte{"key": []byte("topsecret")}},
-		{Name: "scratch", Kind: serving.VolumeEmptyDir, MountPath: "/scratch"},
-		{Name: "models", Kind: serving.VolumeHostPath, HostPath: host, MountPath: "/models"},
+	rev.Volumes = []workload.Volume{
+		{Name: "my-creds", Kind: workload.VolumeFiles, MountPath: "/var/run/creds", Files: map[string][]byte{"key": []byte("topsecret")}},
+		{Name: "scratch", Kind: workload.VolumeEmptyDir, MountPath: "/scratch"},
+		{Name: "models", Kind: workload.VolumeHostPath, HostPath: host, MountPath: "/models"},
 	}
 	r := ts.waitReady(t, rev, 1)[0]
 	_, body := get(t, r.Port, "/env")
@@ -164,7 +164,7 @@ func TestVolumesNeedSandbox(t *testing.T) {
 	}
 	ts := newTestSup(t, Config{})
 	rev := testRev("needsb-00001")
-	rev.Volumes = []serving.Volume{{Name: "scratch", Kind: serving.VolumeEmptyDir, MountPath: "/scratch"}}
+	rev.Volumes = []workload.Volume{{Name: "scratch", Kind: workload.VolumeEmptyDir, MountPath: "/scratch"}}
 	ts.Scale(rev, 1)
 	waitFor(t, "revision failed", func() bool { return ts.Status(rev.ID).Failed })
 	st := ts.Status(rev.ID)
@@ -181,13 +181,13 @@ func TestReadiness(t *testing.T) {
 	tests := []struct {
 		name  string
 		env   []string
-		probe *serving.Probe
+		probe *workload.Probe
 	}{
 		{"default TCP probe on a slow starter", []string{"TR_START_DELAY", "300ms"}, nil},
-		{"HTTP aggressive", nil, &serving.Probe{Handler: serving.ProbeHTTP, Path: "/ready", Headers: map[string]string{"X-Probe": "yes"}}},
-		{"HTTP with period", nil, &serving.Probe{Handler: serving.ProbeHTTP, Path: "ready", Period: 100 * time.Millisecond, Timeout: time.Second, SuccessThreshold: 2, FailureThreshold: 1}},
-		{"gRPC", []string{"TR_GRPC", "1"}, &serving.Probe{Handler: serving.ProbeGRPC}},
-		{"exec", nil, &serving.Probe{Handler: serving.ProbeExec, Command: []string{"true"}}},
+		{"HTTP aggressive", nil, &workload.Probe{Handler: workload.ProbeHTTP, Path: "/ready", Headers: map[string]string{"X-Probe": "yes"}}},
+		{"HTTP with period", nil, &workload.Probe{Handler: workload.ProbeHTTP, Path: "ready", Period: 100 * time.Millisecond, Timeout: time.Second, SuccessThreshold: 2, FailureThreshold: 1}},
+		{"gRPC", []string{"TR_GRPC", "1"}, &workload.Probe{Handler: workload.ProbeGRPC}},
+		{"exec", nil, &workload.Probe{Handler: workload.ProbeExec, Command: []string{"true"}}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -208,7 +208,7 @@ func TestHTTPReadinessGatesEndpoints(t *testing.T) {
 	ts := newTestSup(t, Config{})
 	readyFile := filepath.Join(t.TempDir(), "ready")
 	rev := testRev("gate-00001", "TR_READY_FILE", readyFile)
-	rev.Container.ReadinessProbe = &serving.Probe{Handler: serving.ProbeHTTP, Path: "/ready", Headers: map[string]string{"X-Probe": "yes"}}
+	rev.Container.ReadinessProbe = &workload.Probe{Handler: workload.ProbeHTTP, Path: "/ready", Headers: map[string]string{"X-Probe": "yes"}}
 	ts.Scale(rev, 1)
 	var port int
 	waitFor(t, "replica probed several times", func() bool {
@@ -238,7 +238,7 @@ func TestHTTPReadinessGatesEndpoints(t *testing.T) {
 }
 
 func TestAggressiveReadinessNumbers(t *testing.T) {
-	if serving.AggressiveProbePeriod != 50*time.Millisecond || serving.AggressiveProbeTimeout != 100*time.Millisecond ||
+	if workload.AggressiveProbePeriod != 50*time.Millisecond || workload.AggressiveProbeTimeout != 100*time.Millisecond ||
 		aggressivePollTimeout != 10*time.Second || readyRecheckPeriod != time.Second {
 		t.Error("aggressive readiness numbers differ from Knative queue-proxy's")
 	}
@@ -259,20 +259,20 @@ func TestProbeFailureRestarts(t *testing.T) {
 	tests := []struct {
 		name     string
 		env      []string
-		liveness *serving.Probe
-		startup  *serving.Probe
+		liveness *workload.Probe
+		startup  *workload.Probe
 		message  string
 	}{
 		{"liveness", []string{"TR_LIVE_FAIL_AFTER", "3"},
 			// The startup probe keeps the liveness probe from killing a slow starter.
-			&serving.Probe{Handler: serving.ProbeHTTP, Path: "/live", Period: 50 * time.Millisecond, FailureThreshold: 2},
-			&serving.Probe{Handler: serving.ProbeTCP, Period: 20 * time.Millisecond, FailureThreshold: 1000},
+			&workload.Probe{Handler: workload.ProbeHTTP, Path: "/live", Period: 50 * time.Millisecond, FailureThreshold: 2},
+			&workload.Probe{Handler: workload.ProbeTCP, Period: 20 * time.Millisecond, FailureThreshold: 1000},
 			"liveness probe failed: HTTP probe got status code 500"},
 		{"startup", []string{"TR_READY_FILE", "/nonexistent"},
-			nil, &serving.Probe{Handler: serving.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond, FailureThreshold: 5},
+			nil, &workload.Probe{Handler: workload.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond, FailureThreshold: 5},
 			"startup probe failed: "}, // 503, or connection refused if the app is slow
 		{"startup exec, output redacted", nil,
-			nil, &serving.Probe{Handler: serving.ProbeExec, Command: []string{"sh", "-c", "echo token=$TOKEN; exit 1"}, Period: 20 * time.Millisecond, FailureThreshold: 2},
+			nil, &workload.Probe{Handler: workload.ProbeExec, Command: []string{"sh", "-c", "echo token=$TOKEN; exit 1"}, Period: 20 * time.Millisecond, FailureThreshold: 2},
 			"startup probe failed: exec probe: exit status 1: token=[redacted]"},
 	}
 	for i, tt := range tests {
@@ -281,7 +281,7 @@ func TestProbeFailureRestarts(t *testing.T) {
 			ts := newTestSup(t, Config{})
 			rev := testRev("probefail"+strconv.Itoa(i)+"-00001", tt.env...)
 			rev.Container.LivenessProbe, rev.Container.StartupProbe = tt.liveness, tt.startup
-			rev.Container.Env = append(rev.Container.Env, serving.EnvVar{Name: "TOKEN", Value: "s3cr3t", Secret: true})
+			rev.Container.Env = append(rev.Container.Env, workload.EnvVar{Name: "TOKEN", Value: "s3cr3t", Secret: true})
 			ts.Scale(rev, 1)
 			waitFor(t, "restart after a probe failure", func() bool {
 				rs := ts.replicasOf(rev.ID)
@@ -304,7 +304,7 @@ func TestReadinessLost(t *testing.T) {
 	readyFile := filepath.Join(t.TempDir(), "ready")
 	os.WriteFile(readyFile, nil, 0o644)
 	rev := testRev("lost-00001", "TR_READY_FILE", readyFile)
-	rev.Container.ReadinessProbe = &serving.Probe{Handler: serving.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond, Timeout: time.Second, FailureThreshold: 3}
+	rev.Container.ReadinessProbe = &workload.Probe{Handler: workload.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond, Timeout: time.Second, FailureThreshold: 3}
 	r := ts.waitReady(t, rev, 1)[0]
 	os.Remove(readyFile)
 	waitFor(t, "not ready", func() bool {
@@ -323,9 +323,9 @@ func TestStartupProbeGates(t *testing.T) {
 	ts := newTestSup(t, Config{})
 	readyFile := filepath.Join(t.TempDir(), "started")
 	rev := testRev("startup-00001", "TR_READY_FILE", readyFile)
-	rev.Container.StartupProbe = &serving.Probe{Handler: serving.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond, FailureThreshold: 1000}
+	rev.Container.StartupProbe = &workload.Probe{Handler: workload.ProbeHTTP, Path: "/ready", Period: 20 * time.Millisecond, FailureThreshold: 1000}
 	// The readiness probe would pass at once, but the startup probe gates it.
-	rev.Container.ReadinessProbe = &serving.Probe{Handler: serving.ProbeHTTP, Path: "/hits"}
+	rev.Container.ReadinessProbe = &workload.Probe{Handler: workload.ProbeHTTP, Path: "/hits"}
 	ts.Scale(rev, 1)
 	waitFor(t, "startup probing", func() bool {
 		rs := ts.replicasOf(rev.ID)
@@ -584,13 +584,13 @@ func TestGatewayCallsBack(t *testing.T) {
 	}
 	defer s.Shutdown(context.Background())
 	a, b := testRev("calla-00001"), testRev("callb-00001")
-	gw.onSet = func(id serving.RevisionID, eps []serving.Endpoint) {
+	gw.onSet = func(id workload.RevisionID, eps []workload.Endpoint) {
 		if id == a.ID && len(eps) == 2 {
 			s.Scale(b, 1)
 			s.Scale(a, 1) // scale-down from within SetEndpoints: InFlight is asked too
 		}
 	}
-	gw.onInFlight = func(id serving.RevisionID) { _ = s.Status(id) }
+	gw.onInFlight = func(id workload.RevisionID) { _ = s.Status(id) }
 	s.Scale(a, 2)
 	waitFor(t, "b ready and a scaled down", func() bool {
 		return len(gw.endpoints(b.ID)) == 1 && len(gw.endpoints(a.ID)) == 1 && s.Status(a.ID).Actual == 1

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/serving"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 func TestBackoff(t *testing.T) {
@@ -49,15 +49,15 @@ func TestBackoff(t *testing.T) {
 func TestWithDefaults(t *testing.T) {
 	tests := []struct {
 		name      string
-		in        serving.Probe
+		in        workload.Probe
 		readiness bool
-		want      serving.Probe
+		want      workload.Probe
 	}{
-		{"aggressive readiness keeps period 0", serving.Probe{}, true, serving.Probe{SuccessThreshold: 1}},
-		{"readiness with period", serving.Probe{Period: 5 * time.Second, SuccessThreshold: 2}, true,
-			serving.Probe{Period: 5 * time.Second, Timeout: time.Second, SuccessThreshold: 2, FailureThreshold: 3}},
-		{"liveness kubelet defaults", serving.Probe{SuccessThreshold: 4}, false,
-			serving.Probe{Period: 10 * time.Second, Timeout: time.Second, SuccessThreshold: 1, FailureThreshold: 3}},
+		{"aggressive readiness keeps period 0", workload.Probe{}, true, workload.Probe{SuccessThreshold: 1}},
+		{"readiness with period", workload.Probe{Period: 5 * time.Second, SuccessThreshold: 2}, true,
+			workload.Probe{Period: 5 * time.Second, Timeout: time.Second, SuccessThreshold: 2, FailureThreshold: 3}},
+		{"liveness kubelet defaults", workload.Probe{SuccessThreshold: 4}, false,
+			workload.Probe{Period: 10 * time.Second, Timeout: time.Second, SuccessThreshold: 1, FailureThreshold: 3}},
 	}
 	for _, tt := range tests {
 		if got := withDefaults(tt.in, tt.readiness); fmt.Sprint(got) != fmt.Sprint(tt.want) {
@@ -108,7 +108,7 @@ func TestHTTPProbe(t *testing.T) {
 	}
 	for _, tt := range tests {
 		ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
-		err := httpProbe(ctx, tr, addr, &serving.Probe{Path: tt.path, Scheme: tt.scheme, Headers: map[string]string{"X-Custom": "v", "Host": "app.example"}})
+		err := httpProbe(ctx, tr, addr, &workload.Probe{Path: tt.path, Scheme: tt.scheme, Headers: map[string]string{"X-Custom": "v", "Host": "app.example"}})
 		cancel()
 		if (err == nil) != tt.ok {
 			t.Errorf("%s %s: err %v, want ok=%v", tt.scheme, tt.path, err, tt.ok)

@@ -1,11 +1,11 @@
-// Package serving is the vocabulary shared by infera's data plane and control plane: what a
+// Package workload is the vocabulary shared by infera's data plane and control plane: what a
 // revision needs to run (Revision, Container, Probe, Volume), how requests reach it (Route,
 // Target) and what runs it (Endpoint). It holds plain values only: no I/O, no goroutines.
 //
 // The reconciler turns Knative Services into Revisions and Routes; the supervisor runs a
 // Revision's replicas as processes and reports their Endpoints; the gateway routes requests
 // over Routes to ready Endpoints; the autoscaler reads the gateway's Stats.
-package serving
+package workload
 
 import (
 	"fmt"
