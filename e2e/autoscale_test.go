@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/platform"
+	"github.com/infera-dev/infera/internal/adminapi"
 )
 
 const fastAutoscaler = `apiVersion: v1
@@ -60,13 +60,13 @@ func (u *up) load(t *testing.T, n int, host, path string) (stop func() int) {
 	}
 }
 
-func (u *up) revision(t testing.TB, name string) (platform.RevisionView, bool) {
+func (u *up) revision(t testing.TB, name string) (adminapi.RevisionView, bool) {
 	for _, r := range u.revisions(t) {
 		if r.Name == name {
 			return r, true
 		}
 	}
-	return platform.RevisionView{}, false
+	return adminapi.RevisionView{}, false
 }
 
 func TestAutoscalePanicThenScaleToZero(t *testing.T) {

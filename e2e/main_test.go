@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/platform"
+	"github.com/infera-dev/infera/internal/adminapi"
 
 	"github.com/infera-dev/infera/internal/testutil"
 )
@@ -83,7 +83,7 @@ type up struct {
 	admin    string
 	stateDir string
 	out      *syncBuffer
-	client   *platform.Client
+	client   *adminapi.Client
 	done     chan error
 }
 
@@ -147,7 +147,7 @@ func startUpIn(t testing.TB, stateDir, manifests string, args ...string) *up {
 			t.Fatalf("infera up did not listen within 60s\n%s", out)
 		}
 	}
-	u.client = platform.NewClient(u.admin)
+	u.client = adminapi.NewClient(u.admin)
 	return u
 }
 
@@ -175,9 +175,9 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() (bo
 }
 
 // waitReady waits until the service is Ready.
-func (u *up) waitReady(name string) platform.ServiceView {
+func (u *up) waitReady(name string) adminapi.ServiceView {
 	u.t.Helper()
-	var got platform.ServiceView
+	var got adminapi.ServiceView
 	eventually(u.t, 60*time.Second, "service "+name+" ready", func() (bool, string) {
 		svcs, err := u.client.Services(context.Background())
 		if err != nil {
@@ -194,7 +194,7 @@ func (u *up) waitReady(name string) platform.ServiceView {
 	return got
 }
 
-func (u *up) revisions(t testing.TB) []platform.RevisionView {
+func (u *up) revisions(t testing.TB) []adminapi.RevisionView {
 	t.Helper()
 	revs, err := u.client.Revisions(context.Background())
 	if err != nil {
@@ -203,7 +203,7 @@ func (u *up) revisions(t testing.TB) []platform.RevisionView {
 	return revs
 }
 
-func (u *up) replicas(t testing.TB) []platform.Replica {
+func (u *up) replicas(t testing.TB) []adminapi.Replica {
 	t.Helper()
 	reps, err := u.client.Replicas(context.Background())
 	if err != nil {
@@ -213,7 +213,7 @@ func (u *up) replicas(t testing.TB) []platform.Replica {
 }
 
 // apply applies manifests to the running up.
-func (u *up) apply(t testing.TB, manifests string) platform.ApplyResult {
+func (u *up) apply(t testing.TB, manifests string) adminapi.ApplyResult {
 	t.Helper()
 	cmd := exec.Command(inferaBin, "apply", "--admin", u.admin, "-f", "-")
 	cmd.Stdin = strings.NewReader(manifests)
@@ -221,7 +221,7 @@ func (u *up) apply(t testing.TB, manifests string) platform.ApplyResult {
 	if err != nil {
 		t.Fatalf("infera apply: %v\n%s", err, out)
 	}
-	return platform.ApplyResult{}
+	return adminapi.ApplyResult{}
 }
 
 var httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 120 * time.Second}

@@ -12,8 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/infera-dev/infera/internal/adminapi"
 	"github.com/infera-dev/infera/internal/manifest"
-	"github.com/infera-dev/infera/internal/platform"
 )
 
 // DefaultAdmin is the admin API address `infera up` listens on and the other commands call.
@@ -32,7 +32,7 @@ func clientError(name string, err error) error {
 	return fail(ExitFailure, "%s: %v", name, err)
 }
 
-func printResult(stdio IO, res platform.ApplyResult) {
+func printResult(stdio IO, res adminapi.ApplyResult) {
 	for _, p := range res.Problems {
 		fmt.Fprintln(stdio.ErrOut, p)
 	}
@@ -53,7 +53,7 @@ does) and stores all of it, or nothing when any document has an error. Services 
 at once: a changed template makes a new revision, and traffic moves when it is ready.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return sendManifests(stdio, "apply", files, func(c *platform.Client, sources []manifest.Source) (platform.ApplyResult, error) {
+			return sendManifests(stdio, "apply", files, func(c *adminapi.Client, sources []manifest.Source) (adminapi.ApplyResult, error) {
 				return c.Apply(cmd.Context(), sources, dryRun)
 			}, admin)
 		},
@@ -74,7 +74,7 @@ func newDelete(stdio IO) *cobra.Command {
 (drained first) and removes its revisions.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return sendManifests(stdio, "delete", files, func(c *platform.Client, sources []manifest.Source) (platform.ApplyResult, error) {
+			return sendManifests(stdio, "delete", files, func(c *adminapi.Client, sources []manifest.Source) (adminapi.ApplyResult, error) {
 				return c.Delete(cmd.Context(), sources)
 			}, admin)
 		},
@@ -87,13 +87,13 @@ func newDelete(stdio IO) *cobra.Command {
 // sendManifests reads the -f inputs and sends them to the running up with call. A refused set
 // (problems in it) prints every problem and exits 1; for apply it also says nothing was applied.
 func sendManifests(stdio IO, name string, files []string,
-	call func(*platform.Client, []manifest.Source) (platform.ApplyResult, error), admin string) error {
+	call func(*adminapi.Client, []manifest.Source) (adminapi.ApplyResult, error), admin string) error {
 	sources, err := readInput(name, files, stdio)
 	if err != nil {
 		return err
 	}
-	res, err := call(platform.NewClient(admin), sources)
-	var re *platform.ResultError
+	res, err := call(adminapi.NewClient(admin), sources)
+	var re *adminapi.ResultError
 	if errors.As(err, &re) {
 		printResult(stdio, re.Result)
 		if name == "apply" {
@@ -127,10 +127,10 @@ func newGet(stdio IO) *cobra.Command {
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"services", "revisions", "replicas"},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "" && output != "json" {
-				return fail(ExitUsage, "get: -o %q: must be json or empty", output)
+			if err := checkOutput("get", output); err != nil {
+				return err
 			}
-			c := platform.NewClient(admin)
+			c := adminapi.NewClient(admin)
 			var v any
 			var err error
 			switch strings.TrimSuffix(args[0], "s") {
@@ -148,13 +148,7 @@ func newGet(stdio IO) *cobra.Command {
 			if err != nil {
 				return clientError("get", err)
 			}
-			if output == "json" {
-				enc := json.NewEncoder(stdio.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(v)
-			}
-			printTable(stdio.Out, v)
-			return nil
+			return printOutput(stdio.Out, output, v, printTable)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "json for the full objects")
@@ -162,26 +156,45 @@ func newGet(stdio IO) *cobra.Command {
 	return cmd
 }
 
+// checkOutput refuses an -o other than json (or none).
+func checkOutput(name, output string) error {
+	if output != "" && output != "json" {
+		return fail(ExitUsage, "%s: -o %q: must be json or empty", name, output)
+	}
+	return nil
+}
+
+// printOutput writes v as indented JSON for -o json, else as table prints it.
+func printOutput[T any](w io.Writer, output string, v T, table func(io.Writer, T)) error {
+	if output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	table(w, v)
+	return nil
+}
+
 func printTable(w io.Writer, v any) {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 	defer tw.Flush()
 	switch rows := v.(type) {
-	case []platform.ServiceView:
+	case []adminapi.ServiceView:
 		fmt.Fprintln(tw, "NAMESPACE\tNAME\tURL\tLATEST\tREADY\tREASON")
 		for _, s := range rows {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Name, s.URL, dash(s.LatestCreated), s.Ready, dash(s.Reason))
 		}
-	case []platform.RevisionView:
-		fmt.Fprintln(tw, "NAMESPACE\tNAME\tSERVICE\tGENERATION\tROUTED\tREADY\tREPLICAS\tDESIRED\tPANIC\tREASON")
+	case []adminapi.RevisionView:
+		fmt.Fprintln(tw, "NAMESPACE\tNAME\tSERVICE\tGENERATION\tSTATE\tROUTED\tREADY\tREPLICAS\tDESIRED\tPANIC\tREASON")
 		for _, r := range rows {
 			desired, panic := "-", "-"
 			if r.Decision != nil {
 				desired, panic = fmt.Sprint(r.Decision.Desired), fmt.Sprint(r.Decision.Panic)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%d/%d\t%s\t%s\t%s\n", r.Namespace, r.Name, r.Service, r.Generation,
-				r.Routed, r.Ready, r.ReadyReplicas, r.RunningReplicas, desired, panic, dash(r.Reason))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\t%d/%d\t%s\t%s\t%s\n", r.Namespace, r.Name, r.Service, r.Generation,
+				r.State, r.Routed, r.Ready, r.ReadyReplicas, r.RunningReplicas, desired, panic, dash(r.Reason))
 		}
-	case []platform.Replica:
+	case []adminapi.Replica:
 		fmt.Fprintln(tw, "NAME\tREVISION\tSTATE\tPID\tADDRESS\tRESTARTS\tIN-FLIGHT\tAGE")
 		for _, r := range rows {
 			age := "-"
@@ -210,17 +223,14 @@ func newDescribe(stdio IO) *cobra.Command {
 			if kind := strings.TrimSuffix(args[0], "s"); kind != "service" && kind != "ksvc" {
 				return fail(ExitUsage, "describe: unknown resource %q: use service", args[0])
 			}
-			d, err := platform.NewClient(admin).Describe(cmd.Context(), namespace, args[1])
+			if err := checkOutput("describe", output); err != nil {
+				return err
+			}
+			d, err := adminapi.NewClient(admin).Describe(cmd.Context(), namespace, args[1])
 			if err != nil {
 				return clientError("describe", err)
 			}
-			if output == "json" {
-				enc := json.NewEncoder(stdio.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(d)
-			}
-			printDescribe(stdio.Out, d)
-			return nil
+			return printOutput(stdio.Out, output, d, printDescribe)
 		},
 	}
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", manifest.DefaultNamespace, "namespace")
@@ -229,7 +239,7 @@ func newDescribe(stdio IO) *cobra.Command {
 	return cmd
 }
 
-func printDescribe(w io.Writer, d platform.ServiceDetail) {
+func printDescribe(w io.Writer, d adminapi.ServiceDetail) {
 	s := d.Service
 	fmt.Fprintf(w, "Name:        %s\nNamespace:   %s\nURL:         %s\nGeneration:  %d\n", s.Name, s.Namespace, s.URL, s.Generation)
 	if len(s.Models) > 0 {
@@ -249,14 +259,18 @@ func printDescribe(w io.Writer, d platform.ServiceDetail) {
 	}
 	fmt.Fprintf(w, "\nRevisions:\n")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tIMAGE\tCC\tREADY\tREPLICAS\tDESIRED\tPANIC\tREASON")
+	fmt.Fprintln(tw, "  NAME\tIMAGE\tCC\tSTATE\tREADY\tREPLICAS\tDESIRED\tPANIC\tREASON")
 	for _, r := range d.Revisions {
 		desired, panic := "-", "-"
 		if r.Decision != nil {
 			desired, panic = fmt.Sprint(r.Decision.Desired), fmt.Sprint(r.Decision.Panic)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%d/%d\t%s\t%s\t%s\n", r.Name, dash(r.Image), r.ContainerConcurrency, r.Ready,
-			r.ReadyReplicas, r.RunningReplicas, desired, panic, dash(r.Message))
+		reason := r.Message
+		if r.Reason != "" && r.State != adminapi.StateRunning {
+			reason = r.Reason + ": " + r.Message
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", r.Name, dash(r.Image), r.ContainerConcurrency, r.State, r.Ready,
+			r.ReadyReplicas, r.RunningReplicas, desired, panic, dash(reason))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nReplicas:\n")
@@ -282,7 +296,7 @@ func newLogs(stdio IO) *cobra.Command {
 		Short: "Print the logs of a service's replicas",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := platform.NewClient(admin).Logs(cmd.Context(), namespace, args[0], replica, stdio.Out); err != nil {
+			if err := adminapi.NewClient(admin).Logs(cmd.Context(), namespace, args[0], replica, stdio.Out); err != nil {
 				return clientError("logs", err)
 			}
 			return nil

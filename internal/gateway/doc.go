@@ -37,7 +37,7 @@
 //
 // Before the response started each gives 504 with the body "request timeout"; after, the
 // body ends with "request timeout" and the response is ended there, as Knative does. Timers
-// come from Config.AfterFunc and idle time is measured on Config.Now (both real by default).
+// are armed and idle time is measured on Config.Clock (clock.Real by default).
 //
 // # Forwarding
 //
@@ -55,6 +55,8 @@
 // time-weighted average of requests inside the gateway (held ones included) and the number
 // that arrived; kubelet probes (K-Kubelet-Probe, User-Agent kube-probe/) are not counted.
 // With a Registerer, revision_request_count, revision_request_latencies (ms),
-// revision_queue_depth and activator_request_count carry Knative's labels. A RequestLogger
-// writes one line per request from Knative's request-log template fields.
+// revision_queue_depth and activator_request_count carry Knative's labels; probes (kubelet's
+// and K-Network-Probe) are left out of them. A RequestLogger writes one line per request from
+// Knative's request-log template fields, for probes only with LogProbeRequests(true)
+// (logging.enable-probe-request-log).
 package gateway

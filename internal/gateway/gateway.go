@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 
+	"github.com/infera-dev/infera/internal/clock"
 	"github.com/infera-dev/infera/internal/workload"
 )
 
@@ -56,14 +57,12 @@ var (
 
 // Config is what a Gateway is built from. Zero values take the defaults documented per field.
 type Config struct {
-	Domain       string // default "localhost"; used only to report: routes carry their hosts
-	QueueDepth   int    // activator queue per revision; default DefaultQueueDepth
-	MaxBodyBytes int64  // 0 = unlimited; a larger request body gets 413
-	// Now is the gateway's clock (statistics, latencies, idle time); default time.Now.
-	Now func() time.Time
-	// AfterFunc arms the timers of the request timeouts; default time.AfterFunc.
-	AfterFunc func(d time.Duration, f func()) Timer
-	Logger    *slog.Logger
+	QueueDepth   int   // activator queue per revision; default DefaultQueueDepth
+	MaxBodyBytes int64 // 0 = unlimited; a larger request body gets 413
+	// Clock is the gateway's one time source: arrival and latency times, the statistics'
+	// buckets, idle time, and the timers of the request timeouts. Default clock.Real.
+	Clock  clock.Clock
+	Logger *slog.Logger
 	// OnDemand is called at most once per cold episode (from the first request that finds the
 	// revision with no ready endpoint until endpoints appear), on the request's goroutine and
 	// outside every lock: it must not block (a non-blocking channel send is the intended use).
@@ -72,20 +71,13 @@ type Config struct {
 	Registerer prometheus.Registerer // optional: Knative's request metrics
 }
 
-// Timer is what Config.AfterFunc returns; *time.Timer is one.
-type Timer interface {
-	Stop() bool
-	Reset(d time.Duration) bool
-}
-
 // Gateway is activator, load balancer and queue-proxy breaker in one hop. It is an
 // http.Handler; see the package documentation for the request path.
 type Gateway struct {
-	cfg       Config
-	log       *slog.Logger
-	now       func() time.Time
-	afterFunc func(time.Duration, func()) Timer
-	metrics   *metrics
+	cfg     Config
+	log     *slog.Logger
+	clock   clock.Clock
+	metrics *metrics
 
 	routes atomic.Pointer[table]
 
@@ -102,28 +94,21 @@ type Gateway struct {
 
 // New returns a Gateway with no routes and no revisions.
 func New(cfg Config) *Gateway {
-	if cfg.Domain == "" {
-		cfg.Domain = "localhost"
-	}
 	if cfg.QueueDepth <= 0 {
 		cfg.QueueDepth = DefaultQueueDepth
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.AfterFunc == nil {
-		cfg.AfterFunc = func(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	// The dial, keep-alive and idle-connection timeouts below are socket deadlines kept by net
+	// and net/http on the wall clock; no request-visible behaviour is timed by them.
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	g := &Gateway{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		now:       cfg.Now,
-		afterFunc: cfg.AfterFunc,
-		revs:      make(map[workload.RevisionID]*revision),
+		cfg:   cfg,
+		log:   cfg.Logger,
+		clock: cfg.Clock,
+		revs:  make(map[workload.RevisionID]*revision),
 		h1: &http.Transport{
 			Proxy:               nil, // replicas are on loopback; never an environment proxy
 			DialContext:         dialer.DialContext,
@@ -256,8 +241,18 @@ func (g *Gateway) Collect(now time.Time) []workload.Stat {
 	return out
 }
 
-// Drain returns when no request is in flight or held in the gateway, or ctx's error. It does
-// not refuse new requests: Knative keeps serving while routes converge.
+// Drain waits until no request is inside the gateway (ServeHTTP): none in flight to a replica,
+// none held in an activator or breaker queue, no upgraded (websocket) connection open, and each
+// finished one's metrics and request-log line written. It returns nil at the first moment that
+// holds, or ctx's error if ctx ends first; the requests still inside then carry on untouched:
+// Drain cancels nothing, each ends by its response, its client or its revision's timeouts (a
+// held request waits up to Timeout unless RemoveRevision answers it 503 at once).
+//
+// Drain does not stop admitting requests (Knative keeps serving while routes converge): one
+// that arrives while it waits is waited for too, one that arrives after it returned is not.
+// At shutdown, call it once the listeners have stopped accepting, within the shutdown budget:
+// http.Server.Shutdown does not wait for hijacked connections, and both h2c connections (see
+// Handler) and websockets are hijacked, so Drain is what waits for their requests.
 func (g *Gateway) Drain(ctx context.Context) error {
 	ch := make(chan struct{})
 	g.drainMu.Lock()

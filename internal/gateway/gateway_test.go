@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 
+	"github.com/infera-dev/infera/internal/testutil"
 	"github.com/infera-dev/infera/internal/workload"
 )
 
@@ -282,8 +284,8 @@ func TestLeastInFlight(t *testing.T) {
 	<-second
 }
 
-// TestTimeouts fires the injected timers of Knative's three timeouts at chosen points of a
-// request's life; the idle timeout reads the injected clock.
+// TestTimeouts moves the injected clock so that Knative's three timeouts fall due at chosen
+// points of a request's life; the idle timeout reads the same clock.
 func TestTimeouts(t *testing.T) {
 	const (
 		timeout = time.Hour
@@ -293,8 +295,8 @@ func TestTimeouts(t *testing.T) {
 	type step struct {
 		more    bool          // first let the replica write its next event
 		wait    string        // "inflight", "queued", "event": a replica's event reached the client
-		advance time.Duration // the clock
-		fire    time.Duration // fire the timers first armed with this duration
+		advance time.Duration // the clock, firing the timers that fall due
+		fire    time.Duration // a timer armed with this duration must be armed, fire and finish
 	}
 	tests := []struct {
 		name    string
@@ -305,28 +307,29 @@ func TestTimeouts(t *testing.T) {
 		body    string
 	}{
 		{"timeout before the first byte", workload.Revision{Timeout: timeout}, true,
-			[]step{{wait: "inflight", fire: timeout}}, 504, "request timeout"},
+			[]step{{wait: "inflight", advance: timeout, fire: timeout}}, 504, "request timeout"},
 		{"timeout while held", workload.Revision{Timeout: timeout}, false,
-			[]step{{wait: "queued", fire: timeout}}, 504, "request timeout"},
+			[]step{{wait: "queued", advance: timeout, fire: timeout}}, 504, "request timeout"},
 		{"started stream cut at the deadline", workload.Revision{Timeout: timeout}, true,
-			[]step{{wait: "event", fire: timeout}}, 200, "data: 1\n\nrequest timeout"},
+			[]step{{wait: "event", advance: timeout, fire: timeout}}, 200, "data: 1\n\nrequest timeout"},
 		{"response start timeout", workload.Revision{Timeout: timeout, ResponseStartTimeout: start}, true,
-			[]step{{wait: "inflight", fire: start}}, 504, "request timeout"},
+			[]step{{wait: "inflight", advance: start, fire: start}}, 504, "request timeout"},
 		{"response start timeout spares a started stream", workload.Revision{Timeout: timeout, ResponseStartTimeout: start}, true,
-			[]step{{wait: "event", fire: start}, {more: true, wait: "event", fire: timeout}}, 200, "data: 1\n\ndata: 2\n\nrequest timeout"},
+			[]step{{wait: "event", advance: start, fire: start}, {more: true, wait: "event", advance: timeout - start, fire: timeout}},
+			200, "data: 1\n\ndata: 2\n\nrequest timeout"},
 		{"idle timeout before any byte", workload.Revision{Timeout: timeout, IdleTimeout: idle}, true,
 			[]step{{wait: "inflight", advance: idle, fire: idle}}, 504, "request timeout"},
 		{"idle timeout cuts a stream", workload.Revision{Timeout: timeout, IdleTimeout: idle}, true,
 			[]step{{wait: "event", advance: idle, fire: idle}}, 200, "data: 1\n\nrequest timeout"},
+		// The write at idle/2 makes the timer falling due at idle re-arm itself for idle/2.
 		{"writes keep a stream from the idle timeout", workload.Revision{Timeout: timeout, IdleTimeout: idle}, true,
 			[]step{{wait: "event", advance: idle / 2}, {more: true, wait: "event", advance: idle / 2, fire: idle},
-				{advance: idle / 2, fire: idle}}, 200, "data: 1\n\ndata: 2\n\nrequest timeout"},
+				{advance: idle / 2, fire: idle / 2}}, 200, "data: 1\n\ndata: 2\n\nrequest timeout"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ft := &fakeTimers{}
-			clock := &fakeClock{t: time.Unix(1000, 0)}
-			rg := newRig(t, Config{AfterFunc: ft.AfterFunc, Now: clock.Now})
+			clk := newFiringClock(time.Unix(1000, 0))
+			rg := newRig(t, Config{Clock: clk})
 			more := make(chan struct{})
 			var eps []workload.Endpoint
 			if tc.replica {
@@ -390,9 +393,13 @@ func TestTimeouts(t *testing.T) {
 						t.Fatal("no event reached the client")
 					}
 				}
-				clock.Set(clock.Now().Add(st.advance))
-				if st.fire != 0 && ft.fire(st.fire) == 0 {
-					t.Fatalf("no timer of %v armed", st.fire)
+				fired := clk.firedCount(st.fire)
+				if st.fire != 0 && !slices.Contains(clk.Pending(), st.fire) {
+					t.Fatalf("no timer of %v armed (armed: %v)", st.fire, clk.Pending())
+				}
+				clk.Advance(st.advance)
+				if st.fire != 0 {
+					eventually(t, fmt.Sprintf("the timer of %v fired", st.fire), func() bool { return clk.firedCount(st.fire) > fired })
 				}
 			}
 			res := <-done
@@ -400,8 +407,8 @@ func TestTimeouts(t *testing.T) {
 				t.Fatalf("got %d %q (%v), want %d %q", res.code, res.body, res.err, tc.code, tc.body)
 			}
 			eventually(t, "request done", func() bool { return rg.active(id) == 0 })
-			if n := ft.armedCount(); n != 0 {
-				t.Fatalf("%d timers still armed after the request", n)
+			if p := clk.Pending(); len(p) != 0 {
+				t.Fatalf("%d timers still armed after the request: %v", len(p), p)
 			}
 		})
 	}
@@ -574,8 +581,8 @@ func TestMaxBodyBytes(t *testing.T) {
 // TestStats drives the injected clock: concurrency is the time-weighted average of requests
 // in flight per second, probes are left out.
 func TestStats(t *testing.T) {
-	clock := &fakeClock{t: time.Unix(1000, 0)}
-	rg := newRig(t, Config{Now: clock.Now})
+	clk := testutil.NewFakeClock(time.Unix(1000, 0))
+	rg := newRig(t, Config{Clock: clk})
 	ga, gb := newGate(t), newGate(t)
 	id := rg.service("st", workload.Revision{}, backend(t, "r1", func(w http.ResponseWriter, r *http.Request) {
 		switch r.Header.Get("X-Gate") {
@@ -594,7 +601,7 @@ func TestStats(t *testing.T) {
 
 	a := rg.goDo(gated("a")) // in at 1000.0
 	eventually(t, "a in flight", func() bool { return rg.g.InFlight(id, "r1") == 1 })
-	clock.Set(at(0.5))
+	clk.Set(at(0.5))
 	b := rg.goDo(gated("b")) // in at 1000.5
 	eventually(t, "b in flight", func() bool { return rg.g.InFlight(id, "r1") == 2 })
 	probe := rg.newRequest(context.Background(), "GET", "st.default.localhost", "/", "")
@@ -602,11 +609,11 @@ func TestStats(t *testing.T) {
 	if res := rg.do(probe); res.code != 200 {
 		t.Fatalf("probe: %d", res.code)
 	}
-	clock.Set(at(1.25))
+	clk.Set(at(1.25))
 	ga.open()
 	<-a // out at 1001.25
 	eventually(t, "a counted out", func() bool { return rg.active(id) == 1 })
-	clock.Set(at(2.5))
+	clk.Set(at(2.5))
 	gb.open()
 	<-b // out at 1002.5
 	eventually(t, "b counted out", func() bool { return rg.active(id) == 0 })
@@ -769,6 +776,70 @@ func TestMetricsAndRequestLog(t *testing.T) {
 		t.Errorf("log line %q, want prefix %q", lines[0], wantPrefix)
 	}
 	mustContain(t, lines[1], "GET / 404")
+}
+
+// TestProbeRequestLog: a probe request gets a request-log line only with LogProbeRequests(true)
+// (logging.enable-probe-request-log), an ordinary one either way, and probes stay out of the
+// request metrics; as Knative's RequestLogHandler and request metrics handler do.
+func TestProbeRequestLog(t *testing.T) {
+	tests := []struct {
+		name          string
+		header, value string // "": an ordinary request
+		logProbes     bool
+		line          bool
+	}{
+		{"ordinary, flag off", "", "", false, true},
+		{"ordinary, flag on", "", "", true, true},
+		{"kubelet probe header, flag off", "K-Kubelet-Probe", "queue", false, false},
+		{"kubelet probe header, flag on", "K-Kubelet-Probe", "queue", true, true},
+		{"kube-probe user agent, flag off", "User-Agent", "kube-probe/1.31", false, false},
+		{"kube-probe user agent, flag on", "User-Agent", "kube-probe/1.31", true, true},
+		{"network probe, flag off", "K-Network-Probe", "probe", false, false},
+		{"network probe, flag on", "K-Network-Probe", "probe", true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var logBuf strings.Builder
+			rl, err := NewRequestLogger(`{{.Request.Method}} {{.Request.URL.Path}} {{.Response.Code}} {{.Revision.Name}}`,
+				writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logBuf.Write(p) }),
+				LogProbeRequests(tc.logProbes))
+			if err != nil {
+				t.Fatal(err)
+			}
+			reg := prometheus.NewRegistry()
+			rg := newRig(t, Config{RequestLog: rl, Registerer: reg})
+			rg.service("pr", workload.Revision{}, backend(t, "r1", named("r1")))
+			req := rg.newRequest(context.Background(), "GET", "pr.default.localhost", "/healthz", "")
+			if tc.header != "" {
+				req.Header.Set(tc.header, tc.value)
+			}
+			if res := rg.do(req); res.code != 200 {
+				t.Fatalf("%d %v %q", res.code, res.err, res.body)
+			}
+			if err := rg.g.Drain(testCtx(t)); err != nil { // the line is written before the request leaves
+				t.Fatal(err)
+			}
+			mu.Lock()
+			got := logBuf.String()
+			mu.Unlock()
+			want := ""
+			if tc.line {
+				want = "GET /healthz 200 pr-00001\n"
+			}
+			if got != want {
+				t.Errorf("request log %q, want %q", got, want)
+			}
+			wantCount := 1.0
+			if tc.header != "" {
+				wantCount = 0
+			}
+			labels := []string{"default", "pr", "pr", "pr-00001", "200", "2xx"}
+			if v := metricValue(t, rg.g.metrics.requests.WithLabelValues(labels...)); v != wantCount {
+				t.Errorf("revision_request_count = %v, want %v", v, wantCount)
+			}
+		})
+	}
 }
 
 type writerFunc func([]byte) (int, error)

@@ -12,28 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/workload"
-
+	"github.com/infera-dev/infera/internal/clock"
 	"github.com/infera-dev/infera/internal/testutil"
+	"github.com/infera-dev/infera/internal/workload"
 )
-
-// fakeClock is the injected clock for statistics.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 // checkLeaks fails the test when goroutines started during it are still running after every
 // other cleanup. Register it first: cleanups run last-in first-out.
@@ -212,69 +194,32 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// fakeTimers is the injected Config.AfterFunc: the test fires timers by the duration they were
-// first armed with.
-type fakeTimers struct {
-	mu     sync.Mutex
-	timers []*fakeTimer
+// firingClock is testutil.FakeClock counting, by the duration each timer was armed with, the
+// AfterFunc callbacks that have returned. FakeClock runs each callback in its own goroutine, so
+// a test waits on this count to know that a fired timer has done its work (cancelled the
+// request, or re-armed the idle timeout) before it moves the clock again.
+type firingClock struct {
+	*testutil.FakeClock
+	mu    sync.Mutex
+	fired map[time.Duration]int
 }
 
-type fakeTimer struct {
-	ft    *fakeTimers
-	d     time.Duration // as first armed
-	f     func()
-	armed bool
+func newFiringClock(start time.Time) *firingClock {
+	return &firingClock{FakeClock: testutil.NewFakeClock(start), fired: map[time.Duration]int{}}
 }
 
-func (ft *fakeTimers) AfterFunc(d time.Duration, f func()) Timer {
-	ft.mu.Lock()
-	defer ft.mu.Unlock()
-	t := &fakeTimer{ft: ft, d: d, f: f, armed: true}
-	ft.timers = append(ft.timers, t)
-	return t
+func (c *firingClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	return c.FakeClock.AfterFunc(d, func() {
+		f()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.fired[d]++
+	})
 }
 
-func (t *fakeTimer) Stop() bool {
-	t.ft.mu.Lock()
-	defer t.ft.mu.Unlock()
-	was := t.armed
-	t.armed = false
-	return was
-}
-
-func (t *fakeTimer) Reset(time.Duration) bool {
-	t.ft.mu.Lock()
-	defer t.ft.mu.Unlock()
-	was := t.armed
-	t.armed = true
-	return was
-}
-
-// fire runs, once each, the armed timers first armed with d, and says how many.
-func (ft *fakeTimers) fire(d time.Duration) int {
-	ft.mu.Lock()
-	var due []*fakeTimer
-	for _, t := range ft.timers {
-		if t.armed && t.d == d {
-			t.armed = false
-			due = append(due, t)
-		}
-	}
-	ft.mu.Unlock()
-	for _, t := range due {
-		t.f()
-	}
-	return len(due)
-}
-
-func (ft *fakeTimers) armedCount() int {
-	ft.mu.Lock()
-	defer ft.mu.Unlock()
-	n := 0
-	for _, t := range ft.timers {
-		if t.armed {
-			n++
-		}
-	}
-	return n
+// firedCount is how many callbacks of timers armed with d have returned.
+func (c *firingClock) firedCount(d time.Duration) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fired[d]
 }

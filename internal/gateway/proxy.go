@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/infera-dev/infera/internal/clock"
 	"github.com/infera-dev/infera/internal/workload"
 )
 
@@ -38,9 +39,11 @@ type call struct {
 	body   *retryBody
 
 	mu      sync.Mutex
-	started bool         // response headers are out (to the client)
-	last    atomic.Int64 // Config.Now of the last write to the client, in Unix ns; 0: none yet
-	idle    Timer
+	started bool        // response headers are out (to the client)
+	idle    clock.Timer // the idle timeout's current timer; onIdleTimeout arms the next one
+	idleOff bool        // the idle timeout is off for good (request over, websocket): no re-arming
+
+	last atomic.Int64 // Config.Clock time of the last write to the client, in Unix ns; 0: none yet
 
 	mx   *revMetrics
 	code int
@@ -48,15 +51,24 @@ type call struct {
 	ep   *endpoint
 }
 
-func isProbe(r *http.Request) bool {
+// isKubeletProbe is Knative's netheader.IsKubeletProbe: a kubelet probe, which queue-proxy
+// leaves out of the autoscaling statistics (queue.ProxyHandler).
+func isKubeletProbe(r *http.Request) bool {
 	return r.Header.Get("K-Kubelet-Probe") != "" || strings.HasPrefix(r.Header.Get("User-Agent"), "kube-probe/")
+}
+
+// isProbe is Knative's netheader.IsProbe: a kubelet probe or a Knative network probe
+// (K-Network-Probe), which queue-proxy leaves out of the request metrics, and out of the
+// request log unless logging.enable-probe-request-log is true.
+func isProbe(r *http.Request) bool {
+	return isKubeletProbe(r) || r.Header.Get("K-Network-Probe") != ""
 }
 
 // ServeHTTP routes, holds, balances, limits and forwards one request.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.enter()
 	defer g.leave()
-	start := g.now()
+	start := g.clock.Now()
 	c := &call{g: g, w: w, r: r}
 	defer c.finish(start)
 
@@ -77,48 +89,45 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.fail(ErrRevisionUnknown)
 		return
 	}
-	probe := isProbe(r)
+	probe := isKubeletProbe(r)
 	cfg, mx, err := rev.begin(start, probe)
 	c.rev, c.cfg, c.mx = rev, cfg, mx
 	if err != nil {
 		c.fail(err)
 		return
 	}
-	defer func() { rev.end(g.now(), probe) }()
+	defer func() { rev.end(g.clock.Now(), probe) }()
 	c.serve()
 }
 
-// finish records a finished request in the metrics and the request log; probes are left out
-// of both, as in Knative.
+// finish records a finished request in the metrics and the request log. Probes are left out
+// of the metrics, and the request log decides on them (LogProbeRequests), as in Knative; a
+// request that found no revision is logged with an empty .Revision and not measured.
 func (c *call) finish(start time.Time) {
 	if c.code == 0 {
 		c.code = http.StatusOK // the replica wrote nothing at all: net/http answers 200
 	}
-	if c.rev == nil || isProbe(c.r) {
-		if c.rev == nil && c.g.cfg.RequestLog != nil && !isProbe(c.r) {
-			c.g.cfg.RequestLog.Log(&RequestLogInput{
-				Request:  c.r,
-				Response: &RequestLogResponse{Code: c.code, Size: int(c.size), Latency: c.g.now().Sub(start).Seconds()},
-				Revision: &RequestLogRevision{},
-				TraceID:  traceID(c.r.Header),
-			})
-		}
+	latency := c.g.clock.Now().Sub(start)
+	if c.rev != nil && !isProbe(c.r) {
+		c.mx.observe(c.code, latency, c.viaActivator)
+	}
+	l := c.g.cfg.RequestLog
+	if l == nil {
 		return
 	}
-	latency := c.g.now().Sub(start)
-	c.mx.observe(c.code, latency, c.viaActivator)
-	if l := c.g.cfg.RequestLog; l != nil {
-		rv := &RequestLogRevision{Name: c.cfg.Name, Namespace: c.cfg.Namespace, Service: c.cfg.Service, Configuration: c.cfg.Configuration}
+	rv := &RequestLogRevision{}
+	if c.rev != nil {
+		rv = &RequestLogRevision{Name: c.cfg.Name, Namespace: c.cfg.Namespace, Service: c.cfg.Service, Configuration: c.cfg.Configuration}
 		if c.ep != nil {
 			rv.PodName, rv.PodIP = c.ep.replica, podIP(c.ep.addr)
 		}
-		l.Log(&RequestLogInput{
-			Request:  c.r,
-			Response: &RequestLogResponse{Code: c.code, Size: int(c.size), Latency: latency.Seconds()},
-			Revision: rv,
-			TraceID:  traceID(c.r.Header),
-		})
 	}
+	l.Log(&RequestLogInput{
+		Request:  c.r,
+		Response: &RequestLogResponse{Code: c.code, Size: int(c.size), Latency: latency.Seconds()},
+		Revision: rv,
+		TraceID:  traceID(c.r.Header),
+	})
 }
 
 // serve runs the request under its timeouts: acquire a slot, forward, retry on a refused
@@ -127,15 +136,15 @@ func (c *call) serve() {
 	ctx, cancel := context.WithCancelCause(c.r.Context())
 	defer cancel(nil)
 	c.ctx, c.cancel = ctx, cancel
-	deadline := c.g.afterFunc(c.cfg.Timeout, func() { cancel(errDeadline) })
+	deadline := c.g.clock.AfterFunc(c.cfg.Timeout, func() { cancel(errDeadline) })
 	defer deadline.Stop()
 	if t := c.cfg.ResponseStartTimeout; t > 0 {
-		st := c.g.afterFunc(t, c.onResponseStartTimeout)
+		st := c.g.clock.AfterFunc(t, c.onResponseStartTimeout)
 		defer st.Stop()
 	}
 	if t := c.cfg.IdleTimeout; t > 0 {
-		c.idle = c.g.afterFunc(t, c.onIdleTimeout)
-		defer c.idle.Stop()
+		c.armIdle(t)
+		defer c.stopIdle()
 	}
 	if c.r.Body != nil && c.r.Body != http.NoBody {
 		c.body = &retryBody{rc: c.r.Body}
@@ -171,19 +180,38 @@ func (c *call) onIdleTimeout() {
 		return // the request has ended: do not re-arm
 	}
 	idle := c.cfg.IdleTimeout
-	last := c.last.Load()
-	if last != 0 {
-		if since := c.g.now().Sub(time.Unix(0, last)); since < idle {
-			c.idle.Reset(idle - since)
+	if last := c.last.Load(); last != 0 {
+		if since := c.g.clock.Now().Sub(time.Unix(0, last)); since < idle {
+			c.armIdle(idle - since)
 			return
 		}
 	}
 	c.cancel(errIdle)
 }
 
-func (c *call) touch() {
+// armIdle arms the idle timeout's timer for d, unless stopIdle has turned it off.
+func (c *call) armIdle(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.idleOff {
+		c.idle = c.g.clock.AfterFunc(d, c.onIdleTimeout)
+	}
+}
+
+// stopIdle turns the idle timeout off for good: its timer is stopped and not re-armed.
+func (c *call) stopIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.idleOff = true
 	if c.idle != nil {
-		c.last.Store(max(c.g.now().UnixNano(), 1))
+		c.idle.Stop()
+	}
+}
+
+// touch records a write to the client for the idle timeout.
+func (c *call) touch() {
+	if c.cfg.IdleTimeout > 0 {
+		c.last.Store(max(c.g.clock.Now().UnixNano(), 1))
 	}
 }
 
@@ -379,9 +407,7 @@ func (c *call) upgrade(res *http.Response) {
 		c.fail(ErrBadGateway)
 		return
 	}
-	if c.idle != nil {
-		c.idle.Stop() // an open websocket is not idle-timed; the revision timeout still holds
-	}
+	c.stopIdle() // an open websocket is not idle-timed; the revision timeout still holds
 	conn, brw, err := http.NewResponseController(c.w).Hijack()
 	if err != nil {
 		c.fail(ErrBadGateway)

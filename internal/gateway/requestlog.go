@@ -38,16 +38,28 @@ type RequestLogInput struct {
 	TraceID  string // from traceparent, else X-B3-TraceId
 }
 
-// RequestLogger writes one line per request from a Go text/template.
+// RequestLogger writes one line per request from a Go text/template: Knative queue-proxy's
+// request log handler (knative.dev/serving/pkg/http.RequestLogHandler).
 type RequestLogger struct {
-	t  *template.Template
-	mu sync.Mutex
-	w  io.Writer
+	t      *template.Template
+	probes bool // logging.enable-probe-request-log
+	mu     sync.Mutex
+	w      io.Writer
+}
+
+// RequestLogOption is a setting of a RequestLogger besides its template.
+type RequestLogOption func(*RequestLogger)
+
+// LogProbeRequests is config-observability's logging.enable-probe-request-log. Probe requests
+// (kubelet's: K-Kubelet-Probe or a kube-probe/ User-Agent; Knative's: K-Network-Probe) get a
+// line only when it is true; the default is false, as in Knative. Other requests always get one.
+func LogProbeRequests(enabled bool) RequestLogOption {
+	return func(l *RequestLogger) { l.probes = enabled }
 }
 
 // NewRequestLogger parses a logging.request-log-template; a line that does not end in a newline
 // gets one, as in Knative.
-func NewRequestLogger(tmpl string, w io.Writer) (*RequestLogger, error) {
+func NewRequestLogger(tmpl string, w io.Writer, opts ...RequestLogOption) (*RequestLogger, error) {
 	if !strings.HasSuffix(tmpl, "\n") {
 		tmpl += "\n"
 	}
@@ -55,14 +67,21 @@ func NewRequestLogger(tmpl string, w io.Writer) (*RequestLogger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: request log template: %w", err)
 	}
-	return &RequestLogger{t: t, w: w}, nil
+	l := &RequestLogger{t: t, w: w}
+	for _, o := range opts {
+		o(l)
+	}
+	return l, nil
 }
 
 var logBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// Log writes the line for one request. A template that fails on this input writes a short line
-// saying so instead, as Knative does.
+// Log writes the line for one request; for a probe request, only with LogProbeRequests(true).
+// A template that fails on this input writes a short line saying so instead, as Knative does.
 func (l *RequestLogger) Log(in *RequestLogInput) {
+	if !l.probes && isProbe(in.Request) {
+		return
+	}
 	buf := logBufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer logBufPool.Put(buf)

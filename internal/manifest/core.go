@@ -3,7 +3,8 @@ package manifest
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,22 +36,13 @@ func validateKeys(keys []string, field string) *apis.FieldError {
 	return fe
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 func validateSecret(_ context.Context, obj any) *apis.FieldError {
 	s := obj.(*corev1.Secret)
 	if s.Type == "" {
 		s.Type = corev1.SecretTypeOpaque
 	}
 	fe := validateObjectName(s.Name)
-	fe = fe.Also(validateKeys(sortedKeys(s.Data), "data"), validateKeys(sortedKeys(s.StringData), "stringData"))
+	fe = fe.Also(validateKeys(slices.Sorted(maps.Keys(s.Data)), "data"), validateKeys(slices.Sorted(maps.Keys(s.StringData)), "stringData"))
 	switch s.Type {
 	case corev1.SecretTypeBasicAuth:
 		if !hasKey(s, corev1.BasicAuthUsernameKey) && !hasKey(s, corev1.BasicAuthPasswordKey) {
@@ -78,10 +70,23 @@ func hasKey(s *corev1.Secret, key string) bool {
 	return ok
 }
 
+// SecretKeys returns a Secret's keys, from data and stringData, sorted and each once: the keys
+// it has once the API server has merged stringData into data.
+func SecretKeys(s *corev1.Secret) []string {
+	keys := slices.Collect(maps.Keys(s.Data))
+	for k := range s.StringData {
+		if _, dup := s.Data[k]; !dup {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
 func validateConfigMap(_ context.Context, obj any) *apis.FieldError {
 	cm := obj.(*corev1.ConfigMap)
 	fe := validateObjectName(cm.Name)
-	fe = fe.Also(validateKeys(sortedKeys(cm.Data), "data"), validateKeys(sortedKeys(cm.BinaryData), "binaryData"))
+	fe = fe.Also(validateKeys(slices.Sorted(maps.Keys(cm.Data)), "data"), validateKeys(slices.Sorted(maps.Keys(cm.BinaryData)), "binaryData"))
 	for k := range cm.Data {
 		if _, dup := cm.BinaryData[k]; dup {
 			fe = fe.Also(apis.ErrGeneric("key is in both data and binaryData", "data["+k+"]"))

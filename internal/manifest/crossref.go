@@ -81,18 +81,8 @@ func (rc *refChecker) secretKey(name, key, path string, optional bool) {
 		return
 	}
 	if key != "" && !hasKey(d.Object.(*corev1.Secret), key) {
-		rc.add(apis.ErrGeneric(fmt.Sprintf("secret %q has no key %q (it has: %s)", name, key, strings.Join(secretKeys(d.Object.(*corev1.Secret)), ", ")), path))
+		rc.add(apis.ErrGeneric(fmt.Sprintf("secret %q has no key %q (it has: %s)", name, key, strings.Join(SecretKeys(d.Object.(*corev1.Secret)), ", ")), path))
 	}
-}
-
-func secretKeys(s *corev1.Secret) []string {
-	keys := sortedKeys(s.Data)
-	for _, k := range sortedKeys(s.StringData) {
-		if _, dup := s.Data[k]; !dup {
-			keys = append(keys, k)
-		}
-	}
-	return keys
 }
 
 func (rc *refChecker) configMapKey(name, key, path string, optional bool) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +121,26 @@ data:
 	cm := set.Documents[0].Object.(*corev1.ConfigMap)
 	if cm.Data["a"] != "explicit" || cm.Data["b"] != "merged" {
 		t.Errorf("data = %v, want a=explicit b=merged", cm.Data)
+	}
+}
+
+func TestSecretKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		s    *corev1.Secret
+		want []string
+	}{
+		{"empty", &corev1.Secret{}, nil},
+		{"data", &corev1.Secret{Data: map[string][]byte{"b": nil, "a": nil}}, []string{"a", "b"}},
+		{
+			"data and stringData, sorted, each once",
+			&corev1.Secret{Data: map[string][]byte{"c": nil, "a": nil}, StringData: map[string]string{"b": "", "a": ""}},
+			[]string{"a", "b", "c"},
+		},
+	} {
+		if got := SecretKeys(tc.s); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: SecretKeys = %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
 

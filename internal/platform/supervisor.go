@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/infera-dev/infera/internal/adminapi"
+	"github.com/infera-dev/infera/internal/controller"
 	"github.com/infera-dev/infera/internal/gateway"
 	"github.com/infera-dev/infera/internal/supervisor"
 	"github.com/infera-dev/infera/internal/workload"
@@ -19,15 +21,15 @@ type supervisorAdapter struct {
 func (a supervisorAdapter) Scale(rev workload.Revision, n int) { a.s.Scale(rev, n) }
 func (a supervisorAdapter) Remove(id workload.RevisionID)      { a.s.Remove(id) }
 
-func (a supervisorAdapter) Status(id workload.RevisionID) RevisionStatus {
+func (a supervisorAdapter) Status(id workload.RevisionID) controller.RevisionStatus {
 	st := a.s.Status(id)
-	return RevisionStatus{Ready: st.Ready, Running: st.Live, Failed: st.Failed, Message: st.Message}
+	return controller.RevisionStatus{Ready: st.Ready, Running: st.Live, Failed: st.Failed, Message: st.Message}
 }
 
-func (a supervisorAdapter) Replicas() []Replica {
-	var out []Replica
+func (a supervisorAdapter) Replicas() []adminapi.Replica {
+	var out []adminapi.Replica
 	for _, r := range a.s.Replicas() {
-		rep := Replica{
+		rep := adminapi.Replica{
 			Name: r.Name, Revision: string(r.Revision), PID: r.PID, State: string(r.State),
 			Restarts: r.Restarts, Started: r.Started, LastExit: r.LastExit,
 			InFlight: a.gw.InFlight(r.Revision, r.Name),

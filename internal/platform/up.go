@@ -1,3 +1,9 @@
+// Package platform is the composition root of `infera up`: it opens the store, builds the
+// gateway, supervisor, scaler and controller with one clock, serves the gateway and the admin
+// API, and owns their lifecycle. Every long-lived component has Run(ctx) error (or is an
+// http.Server); a component that fails stops up with its error. Shutdown has two budgets:
+// requests drain first (bounded by the largest timeoutSeconds), then the supervisor stops the
+// replicas (each bounded by its own grace period). Only internal/cli imports this package.
 package platform
 
 import (
@@ -11,13 +17,20 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
 	"github.com/infera-dev/infera/examples/quickstart"
+	"github.com/infera-dev/infera/internal/adminapi"
+	"github.com/infera-dev/infera/internal/autoscaler"
+	"github.com/infera-dev/infera/internal/clock"
+	"github.com/infera-dev/infera/internal/controller"
 	"github.com/infera-dev/infera/internal/gateway"
 	"github.com/infera-dev/infera/internal/manifest"
 	"github.com/infera-dev/infera/internal/modelserver"
@@ -46,6 +59,9 @@ type UpConfig struct {
 	Logger       *slog.Logger
 	// Ready, if set, is called with the gateway and admin addresses once both listen.
 	Ready func(gateway, admin string)
+	// GatewayListener and AdminListener, when set, are used instead of listening on Listen
+	// and Admin (socket activation, tests). Up closes them.
+	GatewayListener, AdminListener net.Listener
 }
 
 // Up runs the whole platform in the foreground until ctx ends, then shuts down gracefully:
@@ -82,35 +98,46 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	}
 	defer st.Close()
 
-	gwLn, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("up: gateway cannot listen on %s: %w (pass --listen)", cfg.Listen, err)
+	gwLn := cfg.GatewayListener
+	if gwLn == nil {
+		if gwLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("up: gateway cannot listen on %s: %w (pass --listen)", cfg.Listen, err)
+		}
 	}
 	defer gwLn.Close()
-	adminLn, err := net.Listen("tcp", cfg.Admin)
-	if err != nil {
-		return fmt.Errorf("up: admin API cannot listen on %s: %w (pass --admin)", cfg.Admin, err)
+	adminLn := cfg.AdminListener
+	if adminLn == nil {
+		if adminLn, err = net.Listen("tcp", cfg.Admin); err != nil {
+			return fmt.Errorf("up: admin API cannot listen on %s: %w (pass --admin)", cfg.Admin, err)
+		}
 	}
 	defer adminLn.Close()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	applied, _, err := controller.ApplyDocuments(st)
+	if err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
 	sources := cfg.Sources
 	if len(sources) == 0 && cfg.Quickstart && st.Revision() == 0 {
 		if sources, err = prepareQuickstart(cfg.StateDir, cfg.Out); err != nil {
 			return err
 		}
 	}
-	requestLog, err := requestLogger(st, sources, os.Stdout)
+	requestLog, err := requestLogger(applied, sources, os.Stdout)
 	if err != nil {
 		return err
 	}
 
-	var ctrl *Controller
+	// One clock for every component.
+	clk := clock.Real{}
+	var ctrl *controller.Controller
 	gw := gateway.New(gateway.Config{
 		QueueDepth:   cfg.QueueDepth,
 		MaxBodyBytes: cfg.MaxBodyBytes,
+		Clock:        clk,
 		Logger:       log.With("component", "gateway"),
 		OnDemand:     func(id workload.RevisionID) { ctrl.Poke(id) },
 		RequestLog:   requestLog,
@@ -120,25 +147,34 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 		Dir:      cfg.StateDir,
 		Gateway:  gw,
 		Sandbox:  cfg.Sandbox,
+		Clock:    clk,
 		Logger:   log.With("component", "supervisor"),
 		OnChange: func(workload.RevisionID) { ctrl.Kick() },
 	})
 	if err != nil {
 		return err
 	}
-	var scaler Scaler = NewFixedScaler()
-	if cfg.Autoscaler != "fixed" {
-		scaler = newKPA()
+	var scaler controller.Scaler = autoscaler.New(nil)
+	if cfg.Autoscaler == "fixed" {
+		scaler = autoscaler.NewFixed(nil)
 	}
-	ctrl = NewController(ControllerConfig{
+	ctrl = controller.New(controller.Config{
 		Store: st, Gateway: gw, Supervisor: supervisorAdapter{sup, gw}, Scaler: scaler,
 		Resolve: reconciler.ResolveOptions{Self: cfg.Self},
 		Logger:  log.With("component", "controller"),
+		Clock:   clk,
 	})
+	reg.MustRegister(ctrl.Collector())
 
-	reg.MustRegister(ctrl.MetricsCollector())
+	// The supervisor runs first and stops last: it owns the replica processes.
+	supCtx, stopSupervisor := context.WithCancel(context.Background())
+	supDone := make(chan error, 1)
+	go func() { supDone <- sup.Run(supCtx) }()
+	stopReplicas := sync.OnceValue(func() error { stopSupervisor(); return <-supDone })
+	defer stopReplicas()
+
 	if len(sources) > 0 {
-		res, err := ctrl.apply(ctx, sources, false)
+		res, err := ctrl.Apply(ctx, sources, false)
 		for _, p := range res.Problems {
 			fmt.Fprintln(cfg.Out, p)
 		}
@@ -149,55 +185,69 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 			fmt.Fprintln(cfg.Out, c.String())
 		}
 	}
-
-	runCtx, stopRun := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer stopRun()
 	// One pass before listening, so every stored service has its route from the first request.
-	ctrl.pass(runCtx)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := ctrl.Run(runCtx); err != nil {
-			log.Error("controller stopped", "err", err)
-		}
-	}()
+	if err := ctrl.Sync(ctx); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
 
 	gwSrv := &http.Server{Handler: gw.Handler(), ReadHeaderTimeout: 30 * time.Second}
-	adminSrv := &http.Server{Handler: ctrl.AdminHandler(reg, nil), ReadHeaderTimeout: 30 * time.Second}
-	serveErr := make(chan error, 2)
-	go func() { serveErr <- gwSrv.Serve(gwLn) }()
-	go func() { serveErr <- adminSrv.Serve(adminLn) }()
+	adminSrv := &http.Server{Handler: adminapi.Handler(ctrl, reg, nil), ReadHeaderTimeout: 30 * time.Second}
+	ctrlCtx, stopController := context.WithCancel(context.Background())
+	defer stopController()
+	var g errgroup.Group
+	failed := make(chan error, 3)
+	component := func(name string, run func() error) {
+		g.Go(func() error {
+			err := run()
+			if err != nil {
+				failed <- fmt.Errorf("up: %s: %w", name, err)
+			}
+			return err
+		})
+	}
+	component("controller", func() error { return ctrl.Run(ctrlCtx) })
+	component("gateway", func() error { return serve(gwSrv, gwLn) })
+	component("admin API", func() error { return serve(adminSrv, adminLn) })
 
 	gwURL, adminURL := "http://"+gwLn.Addr().String(), "http://"+adminLn.Addr().String()
 	fmt.Fprintf(cfg.Out, "gateway  %s\nadmin    %s  (metrics %s/metrics)\n", gwURL, adminURL, adminURL)
-	printCurls(cfg.Out, st, gwLn.Addr().(*net.TCPAddr).Port)
+	printCurls(cfg.Out, ctrl.Services(), gwLn.Addr().(*net.TCPAddr).Port)
 	if cfg.Ready != nil {
 		cfg.Ready(gwLn.Addr().String(), adminLn.Addr().String())
 	}
 
 	select {
 	case <-ctx.Done():
-	case err = <-serveErr:
-		err = fmt.Errorf("up: %w", err)
+	case err = <-failed: // a component failed: stop everything, and say why
+		log.Error("stopping", "err", err)
 	}
 	fmt.Fprintln(cfg.Out, "infera: shutting down: finishing in-flight requests, then stopping replicas")
-	grace := maxTimeout(st) + 5*time.Second
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	// Stop accepting and let in-flight requests (held ones included) finish.
-	if e := gwSrv.Shutdown(sctx); e != nil {
+	// Requests first, on their own budget: stop accepting and let in-flight and held requests
+	// (websockets and h2c included, which Shutdown does not wait for) finish.
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), maxTimeout(st)+5*time.Second)
+	defer cancelDrain()
+	if e := gwSrv.Shutdown(drainCtx); e != nil {
 		log.Warn("gateway shutdown", "err", e)
 	}
+	if e := gw.Drain(drainCtx); e != nil {
+		log.Warn("gateway drain", "err", e)
+	}
 	gw.CloseIdleConnections()
-	stopRun()
-	wg.Wait()
-	if e := sup.Shutdown(sctx); e != nil {
+	stopController()
+	adminCtx, cancelAdmin := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelAdmin()
+	adminSrv.Shutdown(adminCtx)
+	g.Wait()
+	// Then the replicas, on theirs: the supervisor bounds each by its revision's grace period.
+	if e := stopReplicas(); e != nil {
 		log.Warn("replica shutdown", "err", e)
 	}
-	adminSrv.Shutdown(sctx)
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+	return err
+}
+
+// serve is an http.Server's Serve, with the normal end (Shutdown) as nil.
+func serve(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
@@ -218,45 +268,39 @@ func prepareQuickstart(stateDir string, out io.Writer) ([]manifest.Source, error
 }
 
 // requestLogger builds Knative's request log from config-observability (input over stored).
-func requestLogger(st *store.Store, sources []manifest.Source, w io.Writer) (*gateway.RequestLogger, error) {
-	snap, err := readSnapshot(st)
-	if err != nil {
-		return nil, err
-	}
-	set := manifest.Load(context.Background(), sources, manifest.Options{Applied: snap.docs})
+func requestLogger(applied []*manifest.Document, sources []manifest.Source, w io.Writer) (*gateway.RequestLogger, error) {
+	set := manifest.Load(context.Background(), sources, manifest.Options{Applied: applied})
 	kc := set.Knative
 	if kc == nil || kc.Observability == nil || !kc.Observability.EnableRequestLog {
 		return nil, nil
 	}
-	return gateway.NewRequestLogger(kc.Observability.RequestLogTemplate, w)
+	o := kc.Observability
+	return gateway.NewRequestLogger(o.RequestLogTemplate, w, gateway.LogProbeRequests(o.EnableProbeRequestLog))
 }
 
-func printCurls(w io.Writer, st *store.Store, port int) {
-	snap, err := readSnapshot(st)
-	if err != nil {
-		return
-	}
-	domain := snap.knativeConfig().Domain()
-	if len(snap.services) == 0 {
+func printCurls(w io.Writer, services []adminapi.ServiceView, port int) {
+	if len(services) == 0 {
 		fmt.Fprintln(w, "\nno services yet: infera apply -f SERVICE.yaml (the quickstart runs only on an empty state dir)")
 	}
-	for _, s := range snap.services {
-		host := fmt.Sprintf("%s.%s.%s:%d", s.Name, s.Namespace, domain, port)
-		fmt.Fprintf(w, "\n%s/%s:\n  curl http://%s/v1/chat/completions -d '{\"model\":%q,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}],\"stream\":true}'\n",
-			s.Namespace, s.Name, host, s.Name)
+	for _, s := range services {
+		host := strings.TrimPrefix(s.URL, "http://")
+		fmt.Fprintf(w, "\n%s/%s:\n  curl http://%s:%d/v1/chat/completions -d '{\"model\":%q,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}],\"stream\":true}'\n",
+			s.Namespace, s.Name, host, port, s.Name)
 	}
 }
 
-// maxTimeout is the largest timeoutSeconds of any service: the bound on draining.
+// maxTimeout is the largest timeoutSeconds of any service: the bound on draining requests.
 func maxTimeout(st *store.Store) time.Duration {
-	d := 300 * time.Second
-	snap, err := readSnapshot(st)
+	d := workload.DefaultTimeout
+	docs, _, err := controller.ApplyDocuments(st)
 	if err != nil {
-		return d
+		return workload.MaxTimeout
 	}
-	for _, s := range snap.services {
-		if t := s.Spec.Template.Spec.TimeoutSeconds; t != nil && time.Duration(*t)*time.Second > d {
-			d = time.Duration(*t) * time.Second
+	for _, doc := range docs {
+		if s, ok := doc.Object.(*servingv1.Service); ok {
+			if t := s.Spec.Template.Spec.TimeoutSeconds; t != nil && time.Duration(*t)*time.Second > d {
+				d = time.Duration(*t) * time.Second
+			}
 		}
 	}
 	return d

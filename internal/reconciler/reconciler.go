@@ -34,11 +34,17 @@ import (
 	"github.com/infera-dev/infera/internal/workload"
 )
 
-// Observed is what the supervisor reports of a revision's replicas.
+// Observed is what the controller knows of a revision's replicas.
 type Observed struct {
-	Ready   int    // replicas passing readiness now
-	Failed  bool   // replicas cannot start or crash-loop before ever being ready
-	Message string // why, when Failed
+	Ready int // replicas passing readiness now
+	// Pending: the revision waits for something named (a Secret not applied yet, a dataset
+	// being fetched, ...) and starts by itself once it is there.
+	Pending bool
+	// Failed: replicas cannot start, crash-loop before ever being ready, or the revision cannot
+	// run until a user changes something.
+	Failed  bool
+	Reason  string // Knative-style CamelCase reason, when Pending or Failed (default: ExitCode)
+	Message string // why, when Pending or Failed
 }
 
 // Input is a snapshot of everything the reconciler decides from.
@@ -211,9 +217,18 @@ func markRevision(r *servingv1.Revision, o Observed) {
 		r.Status.MarkContainerHealthyTrue()
 		r.Status.MarkActiveFalse("NoTraffic", "The target is not receiving traffic.")
 	case o.Failed:
-		r.Status.MarkContainerHealthyFalse("ExitCode", o.Message)
-		r.Status.MarkResourcesAvailableFalse("Failed", o.Message)
-	default:
+		reason := o.Reason
+		if reason == "" {
+			reason = "ExitCode"
+		}
+		r.Status.MarkContainerHealthyFalse(reason, o.Message)
+		r.Status.MarkResourcesAvailableFalse(reason, o.Message)
+	case o.Pending:
+		r.Status.MarkResourcesAvailableUnknown(o.Reason, o.Message)
+		r.Status.MarkActiveUnknown(o.Reason, o.Message)
+	default: // starting, or started again after it was Pending or Failed
+		r.Status.MarkResourcesAvailableUnknown("Deploying", "")
+		r.Status.MarkContainerHealthyUnknown("Deploying", "")
 		r.Status.MarkActiveUnknown("Deploying", "")
 	}
 	if r.Status.ContainerStatuses == nil {
@@ -329,17 +344,6 @@ func sortRevisions(revs []*servingv1.Revision) []*servingv1.Revision {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func sortStrings(s []string) { sort.Strings(s) }
 
 // keepTransitionTimes restores the lastTransitionTime of every condition that ends a reconcile
 // as it began it. Knative's condition manager stamps Ready anew each time a dependent condition

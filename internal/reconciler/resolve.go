@@ -3,7 +3,9 @@ package reconciler
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,8 +17,45 @@ import (
 	"github.com/infera-dev/infera/internal/workload"
 )
 
-// ErrUnresolvable is wrapped by every error that keeps a revision from being run.
+// ErrUnresolvable is wrapped by every error that means the revision itself must change before it
+// can run: Knative marks such a revision Failed.
 var ErrUnresolvable = errors.New("cannot run revision")
+
+// ErrWaiting is matched, through errors.Is, by every error that means the revision waits for
+// something it names: a *WaitError, which errors.As finds, says what. Nothing in the revision
+// needs to change; resolving it again after the awaited object is applied can succeed.
+var ErrWaiting = errors.New("revision waits")
+
+// WaitError is what a revision waits for: an object it references (and does not mark optional)
+// that is not there yet, or that lacks what the revision takes from it. Kubernetes' kubelet
+// treats these as CreateContainerConfigError and retries; so does infera.
+type WaitError struct {
+	Kind      string // the awaited object's kind: Secret, ConfigMap, PersistentVolumeClaim, Dataset
+	Namespace string
+	Name      string
+	// Reason is a CamelCase reason for the revision's conditions, one of the Reason constants.
+	Reason string
+	// Message says what is missing, for people: `secret "hf" has no key "token"`.
+	Message string
+}
+
+// Reasons of a WaitError.
+const (
+	ReasonSecretMissing       = "SecretMissing"
+	ReasonSecretKeyMissing    = "SecretKeyMissing"
+	ReasonConfigMapMissing    = "ConfigMapMissing"
+	ReasonConfigMapKeyMissing = "ConfigMapKeyMissing"
+	// ReasonClaimMissing: no PersistentVolumeClaim or Dataset has the claim's name.
+	ReasonClaimMissing = "ClaimMissing"
+	// ReasonClaimHostPathMissing: the PersistentVolumeClaim names no directory on this machine
+	// (manifest.HostPathAnnotation), infera's way of binding it.
+	ReasonClaimHostPathMissing = "ClaimHostPathMissing"
+)
+
+func (e *WaitError) Error() string { return e.Message }
+
+// Is makes every WaitError match ErrWaiting.
+func (e *WaitError) Is(target error) bool { return target == ErrWaiting }
 
 // Objects looks up what a revision refers to, in the revision's namespace.
 type Objects interface {
@@ -34,21 +73,34 @@ type ResolveOptions struct {
 	// Images maps a container image to the command that runs it here, for containers that
 	// name no command (infera runs processes, not images).
 	Images map[string][]string
-	// DatasetPath returns the local directory that serves a Dataset's claim. Nil: only
-	// Datasets whose mount is local:// or an absolute path (NAS) resolve, to that path.
+	// DatasetPath returns the local directory that serves a Dataset's claim; an error that
+	// matches ErrWaiting makes the revision wait, any other fails it. Nil: only Datasets whose
+	// mount is local:// or an absolute path (NAS) resolve, to that path.
 	DatasetPath func(d *fluid.Dataset) (string, error)
 }
 
 // Resolve turns a Knative Revision into what the supervisor runs and the gateway serves:
 // references to Secrets and ConfigMaps resolved, claims mapped to local directories, probes
-// and timeouts in Knative's defaults.
+// and timeouts in Knative's defaults. $(VAR) references are left for the supervisor to expand.
+//
+// An error is one of two kinds, both naming the revision:
+//   - it matches ErrWaiting: the revision is pending on an object it references, a *WaitError
+//     says which (a missing Secret, ConfigMap or claim, a missing key, a claim with no local
+//     directory). Resolve it again when objects change.
+//   - it wraps ErrUnresolvable: the revision must change (more than one container, no command,
+//     an unsupported volume or downward API field, a Dataset infera cannot serve yet).
+//
+// A revision that has both kinds of problem gets ErrUnresolvable: waiting would not mend it.
 func Resolve(rev *servingv1.Revision, objs Objects, opts ResolveOptions) (workload.Revision, error) {
-	fail := func(format string, args ...any) (workload.Revision, error) {
-		return workload.Revision{}, fmt.Errorf("%w %s/%s: %s", ErrUnresolvable, rev.Namespace, rev.Name, fmt.Sprintf(format, args...))
+	fail := func(err error) (workload.Revision, error) {
+		if errors.Is(err, ErrWaiting) {
+			return workload.Revision{}, fmt.Errorf("revision %s/%s waits: %w", rev.Namespace, rev.Name, err)
+		}
+		return workload.Revision{}, fmt.Errorf("%w %s/%s: %w", ErrUnresolvable, rev.Namespace, rev.Name, err)
 	}
 	spec := rev.Spec
 	if len(spec.Containers) != 1 {
-		return fail("infera runs single-container revisions; this one has %d containers", len(spec.Containers))
+		return fail(fmt.Errorf("infera runs single-container revisions; this one has %d containers", len(spec.Containers)))
 	}
 	c := spec.Containers[0]
 	out := workload.Revision{
@@ -68,9 +120,9 @@ func Resolve(rev *servingv1.Revision, objs Objects, opts ResolveOptions) (worklo
 
 	cmd := append(append([]string(nil), c.Command...), c.Args...)
 	if len(c.Command) == 0 {
-		mapped, ok := opts.Images[c.Image]
-		if !ok {
-			return fail("container %q has no command and image %q has no command mapping: add `command:` to the container, or map the image in ConfigMap %s/%s (key: the image, value: the command line)", c.Name, c.Image, ImagesNamespace, ImagesConfigMap)
+		mapped := opts.Images[c.Image]
+		if len(mapped) == 0 {
+			return fail(fmt.Errorf("container %q has no command and image %q has no command mapping: add `command:` to the container, or map the image in ConfigMap %s/%s (key: the image, value: the command line)", c.Name, c.Image, ImagesNamespace, ImagesConfigMap))
 		}
 		cmd = append(append([]string(nil), mapped...), c.Args...)
 	}
@@ -88,21 +140,57 @@ func Resolve(rev *servingv1.Revision, objs Objects, opts ResolveOptions) (worklo
 		out.Container.GPUMemGiB = int(q.Value())
 	}
 
-	env, err := resolveEnv(rev, c, objs)
-	if err != nil {
-		return fail("%v", err)
-	}
-	out.Container.Env = env
 	out.Container.ReadinessProbe = probe(c.ReadinessProbe, true)
 	out.Container.LivenessProbe = probe(c.LivenessProbe, false)
 	out.Container.StartupProbe = probe(c.StartupProbe, false)
 
-	vols, err := resolveVolumes(rev, c, objs, opts)
-	if err != nil {
-		return fail("%v", err)
+	r := &resolver{ns: rev.Namespace, objs: objs, opts: opts}
+	out.Container.Env = r.env(rev, c)
+	out.Volumes = r.volumes(rev, c)
+	if err := r.err(); err != nil {
+		return fail(err)
 	}
-	out.Volumes = vols
 	return out, nil
+}
+
+// resolver resolves one revision's references, keeping the first problem of each kind.
+type resolver struct {
+	ns   string
+	objs Objects
+	opts ResolveOptions
+	wait error // the first thing the revision waits for
+	fail error // the first thing in the revision that must change
+}
+
+func (r *resolver) problem(err error) {
+	switch {
+	case errors.Is(err, ErrWaiting):
+		if r.wait == nil {
+			r.wait = err
+		}
+	case r.fail == nil:
+		r.fail = err
+	}
+}
+
+// err is the revision's problem, a failure before a wait: waiting cannot mend a failure.
+func (r *resolver) err() error {
+	if r.fail != nil {
+		return r.fail
+	}
+	return r.wait
+}
+
+func (r *resolver) waitFor(kind, name, reason, format string, args ...any) *WaitError {
+	return &WaitError{Kind: kind, Namespace: r.ns, Name: name, Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+func (r *resolver) secretMissing(name string) *WaitError {
+	return r.waitFor("Secret", name, ReasonSecretMissing, "secret %q not found", name)
+}
+
+func (r *resolver) configMapMissing(name string) *WaitError {
+	return r.waitFor("ConfigMap", name, ReasonConfigMapMissing, "configmap %q not found", name)
 }
 
 // The ConfigMap that maps images to commands.
@@ -133,31 +221,31 @@ func seconds(s *int64, def time.Duration) time.Duration {
 	return time.Duration(*s) * time.Second
 }
 
-func resolveEnv(rev *servingv1.Revision, c corev1.Container, objs Objects) ([]workload.EnvVar, error) {
+func (r *resolver) env(rev *servingv1.Revision, c corev1.Container) []workload.EnvVar {
 	var env []workload.EnvVar
 	for _, from := range c.EnvFrom {
 		switch {
 		case from.SecretRef != nil:
-			s := objs.Secret(rev.Namespace, from.SecretRef.Name)
+			s := r.objs.Secret(r.ns, from.SecretRef.Name)
 			if s == nil {
-				if optional(from.SecretRef.Optional) {
-					continue
+				if !optional(from.SecretRef.Optional) {
+					r.problem(fmt.Errorf("envFrom: %w", r.secretMissing(from.SecretRef.Name)))
 				}
-				return nil, fmt.Errorf("envFrom: secret %q not found", from.SecretRef.Name)
+				continue
 			}
-			for _, k := range secretKeys(s) {
+			for _, k := range manifest.SecretKeys(s) {
 				v, _ := secretValue(s, k)
 				env = append(env, workload.EnvVar{Name: from.Prefix + k, Value: v, Secret: true})
 			}
 		case from.ConfigMapRef != nil:
-			cm := objs.ConfigMap(rev.Namespace, from.ConfigMapRef.Name)
+			cm := r.objs.ConfigMap(r.ns, from.ConfigMapRef.Name)
 			if cm == nil {
-				if optional(from.ConfigMapRef.Optional) {
-					continue
+				if !optional(from.ConfigMapRef.Optional) {
+					r.problem(fmt.Errorf("envFrom: %w", r.configMapMissing(from.ConfigMapRef.Name)))
 				}
-				return nil, fmt.Errorf("envFrom: configmap %q not found", from.ConfigMapRef.Name)
+				continue
 			}
-			for _, k := range sortedKeys(cm.Data) {
+			for _, k := range slices.Sorted(maps.Keys(cm.Data)) {
 				env = append(env, workload.EnvVar{Name: from.Prefix + k, Value: cm.Data[k]})
 			}
 		}
@@ -169,40 +257,47 @@ func resolveEnv(rev *servingv1.Revision, c corev1.Container, objs Objects) ([]wo
 		}
 		switch vf := e.ValueFrom; {
 		case vf.SecretKeyRef != nil:
-			s := objs.Secret(rev.Namespace, vf.SecretKeyRef.Name)
-			v, ok := secretValue(s, vf.SecretKeyRef.Key)
-			if !ok {
-				if optional(vf.SecretKeyRef.Optional) {
-					continue
-				}
-				return nil, fmt.Errorf("env %s: secret %q has no key %q", e.Name, vf.SecretKeyRef.Name, vf.SecretKeyRef.Key)
+			ref := vf.SecretKeyRef
+			s := r.objs.Secret(r.ns, ref.Name)
+			v, ok := secretValue(s, ref.Key)
+			switch {
+			case ok:
+				env = append(env, workload.EnvVar{Name: e.Name, Value: v, Secret: true})
+			case optional(ref.Optional):
+			case s == nil:
+				r.problem(fmt.Errorf("env %s: %w", e.Name, r.secretMissing(ref.Name)))
+			default:
+				r.problem(fmt.Errorf("env %s: %w", e.Name, r.waitFor("Secret", ref.Name, ReasonSecretKeyMissing, "secret %q has no key %q", ref.Name, ref.Key)))
 			}
-			env = append(env, workload.EnvVar{Name: e.Name, Value: v, Secret: true})
 		case vf.ConfigMapKeyRef != nil:
-			cm := objs.ConfigMap(rev.Namespace, vf.ConfigMapKeyRef.Name)
+			ref := vf.ConfigMapKeyRef
+			cm := r.objs.ConfigMap(r.ns, ref.Name)
 			var v string
 			ok := cm != nil
 			if ok {
-				v, ok = cm.Data[vf.ConfigMapKeyRef.Key]
+				v, ok = cm.Data[ref.Key]
 			}
-			if !ok {
-				if optional(vf.ConfigMapKeyRef.Optional) {
-					continue
-				}
-				return nil, fmt.Errorf("env %s: configmap %q has no key %q", e.Name, vf.ConfigMapKeyRef.Name, vf.ConfigMapKeyRef.Key)
+			switch {
+			case ok:
+				env = append(env, workload.EnvVar{Name: e.Name, Value: v})
+			case optional(ref.Optional):
+			case cm == nil:
+				r.problem(fmt.Errorf("env %s: %w", e.Name, r.configMapMissing(ref.Name)))
+			default:
+				r.problem(fmt.Errorf("env %s: %w", e.Name, r.waitFor("ConfigMap", ref.Name, ReasonConfigMapKeyMissing, "configmap %q has no key %q", ref.Name, ref.Key)))
 			}
-			env = append(env, workload.EnvVar{Name: e.Name, Value: v})
 		case vf.FieldRef != nil:
 			v, err := fieldRef(rev, vf.FieldRef.FieldPath)
 			if err != nil {
-				return nil, fmt.Errorf("env %s: %w", e.Name, err)
+				r.problem(fmt.Errorf("env %s: %w", e.Name, err))
+				continue
 			}
 			env = append(env, workload.EnvVar{Name: e.Name, Value: v})
 		default:
-			return nil, fmt.Errorf("env %s: resourceFieldRef is not supported by infera's process backend", e.Name)
+			r.problem(fmt.Errorf("env %s: resourceFieldRef is not supported by infera's process backend", e.Name))
 		}
 	}
-	return env, nil
+	return env
 }
 
 // fieldRef answers the downward API fields that mean something on one machine. A pod's name is
@@ -243,23 +338,7 @@ func secretValue(s *corev1.Secret, key string) (string, bool) {
 	return string(v), ok
 }
 
-func secretKeys(s *corev1.Secret) []string {
-	seen := map[string]bool{}
-	var keys []string
-	for k := range s.Data {
-		seen[k] = true
-		keys = append(keys, k)
-	}
-	for k := range s.StringData {
-		if !seen[k] {
-			keys = append(keys, k)
-		}
-	}
-	sortStrings(keys)
-	return keys
-}
-
-func resolveVolumes(rev *servingv1.Revision, c corev1.Container, objs Objects, opts ResolveOptions) ([]workload.Volume, error) {
+func (r *resolver) volumes(rev *servingv1.Revision, c corev1.Container) []workload.Volume {
 	byName := map[string]corev1.Volume{}
 	for _, v := range rev.Spec.Volumes {
 		byName[v.Name] = v
@@ -268,92 +347,124 @@ func resolveVolumes(rev *servingv1.Revision, c corev1.Container, objs Objects, o
 	for _, m := range c.VolumeMounts {
 		v, ok := byName[m.Name]
 		if !ok {
-			return nil, fmt.Errorf("volumeMount %q names no volume", m.Name)
+			r.problem(fmt.Errorf("volumeMount %q names no volume", m.Name))
+			continue
 		}
 		vol := workload.Volume{Name: m.Name, MountPath: m.MountPath, ReadOnly: m.ReadOnly, SubPath: m.SubPath}
 		switch {
 		case v.EmptyDir != nil:
 			vol.Kind = workload.VolumeEmptyDir
 		case v.Secret != nil:
-			s := objs.Secret(rev.Namespace, v.Secret.SecretName)
-			if s == nil {
-				return nil, fmt.Errorf("volume %q: secret %q not found", v.Name, v.Secret.SecretName)
+			// An optional Secret that is missing mounts empty, as in Kubernetes.
+			s, opt := r.objs.Secret(r.ns, v.Secret.SecretName), optional(v.Secret.Optional)
+			if s == nil && !opt {
+				r.problem(fmt.Errorf("volume %q: %w", v.Name, r.secretMissing(v.Secret.SecretName)))
+				continue
 			}
 			files := map[string][]byte{}
-			for _, k := range secretKeys(s) {
-				val, _ := secretValue(s, k)
-				files[k] = []byte(val)
+			if s != nil {
+				for _, k := range manifest.SecretKeys(s) {
+					val, _ := secretValue(s, k)
+					files[k] = []byte(val)
+				}
 			}
-			vol.Kind, vol.Files, vol.Secret, vol.ReadOnly = workload.VolumeFiles, project(files, v.Secret.Items), true, true
+			files, missing := project(files, v.Secret.Items)
+			if missing != "" && !opt {
+				r.problem(fmt.Errorf("volume %q: %w", v.Name, r.waitFor("Secret", v.Secret.SecretName, ReasonSecretKeyMissing, "secret %q has no key %q", v.Secret.SecretName, missing)))
+				continue
+			}
+			vol.Kind, vol.Files, vol.Secret, vol.ReadOnly = workload.VolumeFiles, files, true, true
 		case v.ConfigMap != nil:
-			cm := objs.ConfigMap(rev.Namespace, v.ConfigMap.Name)
-			if cm == nil {
-				return nil, fmt.Errorf("volume %q: configmap %q not found", v.Name, v.ConfigMap.Name)
+			cm, opt := r.objs.ConfigMap(r.ns, v.ConfigMap.Name), optional(v.ConfigMap.Optional)
+			if cm == nil && !opt {
+				r.problem(fmt.Errorf("volume %q: %w", v.Name, r.configMapMissing(v.ConfigMap.Name)))
+				continue
 			}
 			files := map[string][]byte{}
-			for k, val := range cm.Data {
-				files[k] = []byte(val)
+			if cm != nil {
+				for k, val := range cm.Data {
+					files[k] = []byte(val)
+				}
+				for k, val := range cm.BinaryData {
+					files[k] = val
+				}
 			}
-			for k, val := range cm.BinaryData {
-				files[k] = val
+			files, missing := project(files, v.ConfigMap.Items)
+			if missing != "" && !opt {
+				r.problem(fmt.Errorf("volume %q: %w", v.Name, r.waitFor("ConfigMap", v.ConfigMap.Name, ReasonConfigMapKeyMissing, "configmap %q has no key %q", v.ConfigMap.Name, missing)))
+				continue
 			}
-			vol.Kind, vol.Files, vol.ReadOnly = workload.VolumeFiles, project(files, v.ConfigMap.Items), true
+			vol.Kind, vol.Files, vol.ReadOnly = workload.VolumeFiles, files, true
 		case v.PersistentVolumeClaim != nil:
-			path, err := claimPath(rev.Namespace, v.PersistentVolumeClaim.ClaimName, objs, opts)
+			path, err := r.claimPath(v.PersistentVolumeClaim.ClaimName)
 			if err != nil {
-				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+				r.problem(fmt.Errorf("volume %q: %w", v.Name, err))
+				continue
 			}
 			vol.Kind, vol.HostPath = workload.VolumeHostPath, path
 			vol.ReadOnly = vol.ReadOnly || v.PersistentVolumeClaim.ReadOnly
 		default:
-			return nil, fmt.Errorf("volume %q: only emptyDir, secret, configMap and persistentVolumeClaim volumes are supported", v.Name)
+			r.problem(fmt.Errorf("volume %q: only emptyDir, secret, configMap and persistentVolumeClaim volumes are supported", v.Name))
+			continue
 		}
 		out = append(out, vol)
-	}
-	return out, nil
-}
-
-// project keeps only the items a volume lists, under their paths.
-func project(files map[string][]byte, items []corev1.KeyToPath) map[string][]byte {
-	if len(items) == 0 {
-		return files
-	}
-	out := map[string][]byte{}
-	for _, it := range items {
-		if v, ok := files[it.Key]; ok {
-			out[it.Path] = v
-		}
 	}
 	return out
 }
 
+// project keeps only the items a volume lists, under their paths; missing is the first listed
+// key that files lacks ("" when none).
+func project(files map[string][]byte, items []corev1.KeyToPath) (projected map[string][]byte, missing string) {
+	if len(items) == 0 {
+		return files, ""
+	}
+	out := map[string][]byte{}
+	for _, it := range items {
+		v, ok := files[it.Key]
+		if !ok {
+			if missing == "" {
+				missing = it.Key
+			}
+			continue
+		}
+		out[it.Path] = v
+	}
+	return out, missing
+}
+
 // claimPath maps a claim to a local directory: a PVC annotated infera.dev/host-path, or a
 // Dataset (Fluid creates a claim of the Dataset's name).
-func claimPath(ns, name string, objs Objects, opts ResolveOptions) (string, error) {
-	if pvc := objs.PersistentVolumeClaim(ns, name); pvc != nil {
-		p, ok := pvc.Annotations[manifest.HostPathAnnotation]
-		if !ok {
-			return "", fmt.Errorf("claim %q has no %s annotation naming its directory on this machine", name, manifest.HostPathAnnotation)
+func (r *resolver) claimPath(name string) (string, error) {
+	if pvc := r.objs.PersistentVolumeClaim(r.ns, name); pvc != nil {
+		p := pvc.Annotations[manifest.HostPathAnnotation]
+		if p == "" {
+			return "", r.waitFor("PersistentVolumeClaim", name, ReasonClaimHostPathMissing, "claim %q has no %s annotation naming its directory on this machine", name, manifest.HostPathAnnotation)
 		}
 		return p, nil
 	}
-	d := objs.Dataset(ns, name)
+	d := r.objs.Dataset(r.ns, name)
 	if d == nil {
-		return "", fmt.Errorf("claim %q: no PersistentVolumeClaim or Dataset of that name", name)
+		return "", r.waitFor("PersistentVolumeClaim", name, ReasonClaimMissing, "claim %q: no PersistentVolumeClaim or Dataset of that name", name)
 	}
-	if opts.DatasetPath != nil {
-		return opts.DatasetPath(d)
+	if r.opts.DatasetPath != nil {
+		return r.opts.DatasetPath(d)
 	}
-	if len(d.Spec.Mounts) == 1 {
-		mp := d.Spec.Mounts[0].MountPoint
-		switch {
+	var sources []string
+	for _, m := range d.Spec.Mounts {
+		sources = append(sources, m.MountPoint)
+	}
+	if len(sources) == 0 {
+		return "", fmt.Errorf("dataset %q has no mounts", name)
+	}
+	if len(sources) == 1 {
+		switch mp := sources[0]; {
 		case strings.HasPrefix(mp, "local://"):
 			return filepath.Clean("/" + strings.TrimPrefix(mp, "local://")), nil
 		case strings.HasPrefix(mp, "/"):
 			return filepath.Clean(mp), nil
 		}
 	}
-	return "", fmt.Errorf("dataset %q: serving it needs the model cache (fetching %s into the tiered store), which is not built yet; only a single local:// or absolute-path (NAS) mount is served directly", name, d.Spec.Mounts[0].MountPoint)
+	return "", fmt.Errorf("dataset %q: serving it needs the model cache (fetching %s into the tiered store), which is not built yet; only a single local:// or absolute-path (NAS) mount is served directly", name, strings.Join(sources, ", "))
 }
 
 // probe converts a Kubernetes probe to Knative's runtime semantics. A readiness probe that is

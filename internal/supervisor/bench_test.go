@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -10,6 +11,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/infera-dev/infera/internal/workload"
 )
@@ -101,7 +106,7 @@ func BenchmarkProcessOnly(b *testing.B) {
 func BenchmarkHTTPProbe(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer srv.Close()
-	tr := newProbeTransports().h1
+	tr := newProbeTransport()
 	p := &workload.Probe{Path: "/healthz"}
 	addr := srv.Listener.Addr().String()
 	b.ReportAllocs()
@@ -109,6 +114,36 @@ func BenchmarkHTTPProbe(b *testing.B) {
 		if err := httpProbe(context.Background(), tr, addr, p); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkGRPCProbe is one check of a gRPC probe over its kept connection; "fresh" dials a
+// new one each time, as a probe does after it lost the server.
+func BenchmarkGRPCProbe(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	go gs.Serve(ln)
+	defer gs.Stop()
+	addr := ln.Addr().String()
+	for _, fresh := range []bool{false, true} {
+		b.Run(map[bool]string{false: "kept", true: "fresh"}[fresh], func(b *testing.B) {
+			var g grpcConns
+			defer g.close()
+			p := &workload.Probe{Handler: workload.ProbeGRPC}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := g.check(context.Background(), p, addr); err != nil {
+					b.Fatal(err)
+				}
+				if fresh {
+					g.close()
+				}
+			}
+		})
 	}
 }
 

@@ -64,9 +64,12 @@
 //
 // Probes run as Knative and the kubelet run them: HTTP GET (200-399 is success; User-Agent
 // "kube-probe/1.35" and K-Kubelet-Probe are sent, plus the probe's headers), TCP connect, exec
-// (exit status 0) and gRPC (grpc.health.v1.Health/Check over HTTP/2 cleartext, SERVING is
-// success). A revision without a readiness probe gets Knative's default: TCP on PORT. A probe
-// port of 0 or the container's port means the replica's PORT.
+// (exit status 0) and gRPC (grpc.health.v1.Health/Check for the probe's Service through
+// google.golang.org/grpc, without TLS; SERVING is success, NOT_SERVING, an unknown service and
+// errors are failures). An HTTP probe connects afresh each time, as the kubelet's does; a gRPC
+// probe keeps its connection while the process runs and dials again after a check that could
+// not reach the server or timed out. A revision without a readiness probe gets Knative's
+// default: TCP on PORT. A probe port of 0 or the container's port means the replica's PORT.
 //
 // A readiness probe with periodSeconds 0 is Knative's aggressive probe: every 50 ms with a
 // 100 ms timeout until SuccessThreshold successes in a row; once ready it is checked every
@@ -91,8 +94,13 @@
 //
 // # Time
 //
-// Back-off waits and the grace period run on Config.Clock so tests can drive them; probe
-// periods and timeouts use real time (they are tens of milliseconds while starting).
+// Every time the supervisor reads and every wait it makes are on Config.Clock (clock.Real when
+// nil), so tests can drive them with testutil.FakeClock: back-off, the drain and grace period
+// (clock.WithTimeout), probe initial delays and periods, readiness polling's 10 s, and the
+// second a dead process's output may take to drain. One thing runs on the wall clock: a
+// single probe's timeout, which bounds I/O that the kernel and net, net/http, gRPC and os/exec
+// time on the wall clock themselves; a probe of a hung app ends even while a fake clock
+// stands still.
 //
 // # Logs
 //

@@ -3,7 +3,6 @@ package supervisor
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,9 +20,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/workload"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/infera-dev/infera/internal/testutil"
+	"github.com/infera-dev/infera/internal/workload"
 )
 
 // The test binary doubles as a replica (SUPERVISOR_TEST_ROLE=replica) and as an infera
@@ -47,7 +49,7 @@ func TestMain(m *testing.M) {
 //	TR_READY_FILE=<file>     /ready answers 200 only while the file exists
 //	TR_LIVE_FAIL_AFTER=<n>   /live answers 500 after n calls
 //	TR_TERM=ignore           log and ignore SIGTERM (default: log, finish, exit 0)
-//	TR_GRPC=<status>         serve grpc.health.v1 over h2c answering that status
+//	TR_GRPC=<status>         serve only grpc.health.v1, "" answering that status (1 is SERVING)
 //	TR_PRINT_ENV=<name>      print "<name>=<value>" at start
 func replicaMain() {
 	fmt.Println("replica starting pid", os.Getpid())
@@ -131,23 +133,16 @@ func replicaMain() {
 		fmt.Println("exiting with", code)
 		os.Exit(code)
 	})
+	srv := &http.Server{Handler: mux}
+	serve, shutdown := srv.Serve, func() { srv.Shutdown(context.Background()) }
 	if st := os.Getenv("TR_GRPC"); st != "" {
 		status, _ := strconv.Atoi(st)
-		mux.HandleFunc("/grpc.health.v1.Health/Check", func(w http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, r.Body)
-			w.Header().Set("Content-Type", "application/grpc")
-			w.Header().Set("Trailer", "Grpc-Status")
-			msg := []byte{0x08, byte(status)}
-			frame := []byte{0, 0, 0, 0, byte(len(msg))}
-			w.Write(append(frame, msg...))
-			w.Header().Set("Grpc-Status", "0")
-		})
+		gs := grpc.NewServer()
+		hs := health.NewServer()
+		hs.SetServingStatus("", healthpb.HealthCheckResponse_ServingStatus(status))
+		healthpb.RegisterHealthServer(gs, hs)
+		serve, shutdown = gs.Serve, gs.GracefulStop
 	}
-	srv := &http.Server{Handler: mux}
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	srv.Protocols = &protos
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)
 	ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
@@ -163,11 +158,11 @@ func replicaMain() {
 				continue
 			}
 			fmt.Println("got SIGTERM")
-			srv.Shutdown(context.Background())
+			shutdown()
 			os.Exit(0)
 		}
 	}()
-	_ = srv.Serve(ln)
+	_ = serve(ln)
 	select {} // Shutdown in progress: the signal goroutine exits
 }
 
@@ -316,64 +311,6 @@ func (g *fakeGateway) holdIdle(replica string) chan struct{} {
 	return ch
 }
 
-// fakeClock is a manual clock for back-off and grace periods.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-}
-
-type fakeWaiter struct {
-	at time.Time
-	d  time.Duration
-	ch chan time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, fakeWaiter{at: c.now.Add(d), d: d, ch: ch})
-	return ch
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.ch <- c.now
-			continue
-		}
-		kept = append(kept, w)
-	}
-	c.waiters = kept
-}
-
-func (c *fakeClock) pending() []time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []time.Duration
-	for _, w := range c.waiters {
-		out = append(out, w.d)
-	}
-	return out
-}
-
 // waitFor polls cond until it holds or 20 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -406,6 +343,7 @@ type testSup struct {
 	*Supervisor
 	gw  *fakeGateway
 	dir string
+	clk *testutil.FakeClock // Config.Clock when it is one; nil for the real clock
 }
 
 func newTestSup(t *testing.T, cfg Config) *testSup {
@@ -426,7 +364,27 @@ func newTestSup(t *testing.T, cfg Config) *testSup {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
-	return &testSup{Supervisor: s, gw: gw, dir: cfg.Dir}
+	clk, _ := cfg.Clock.(*testutil.FakeClock)
+	return &testSup{Supervisor: s, gw: gw, dir: cfg.Dir, clk: clk}
+}
+
+// waitFor waits until cond holds, as the package's waitFor does. On a fake clock it also
+// moves the clock on by one aggressive probe period between looks, since the replicas' probes
+// (and every other wait of the supervisor) run on it: a starting replica is probed again
+// only when the clock passes its next check.
+func (ts *testSup) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	if ts.clk == nil {
+		waitFor(t, what, cond)
+		return
+	}
+	testutil.Eventually(t, 20*time.Second, what, func() (bool, string) {
+		if cond() {
+			return true, ""
+		}
+		ts.clk.Advance(workload.AggressiveProbePeriod)
+		return false, "fake clock at " + ts.clk.Now().Format(time.RFC3339Nano)
+	})
 }
 
 func (ts *testSup) replicasOf(id workload.RevisionID) []ReplicaStatus {
@@ -444,7 +402,7 @@ func (ts *testSup) replicasOf(id workload.RevisionID) []ReplicaStatus {
 func (ts *testSup) waitReady(t *testing.T, rev workload.Revision, n int) []ReplicaStatus {
 	t.Helper()
 	ts.Scale(rev, n)
-	waitFor(t, fmt.Sprintf("%d ready endpoints of %s", n, rev.ID), func() bool {
+	ts.waitFor(t, fmt.Sprintf("%d ready endpoints of %s", n, rev.ID), func() bool {
 		return len(ts.gw.endpoints(rev.ID)) == n && ts.Status(rev.ID).Ready == n
 	})
 	return ts.replicasOf(rev.ID)
@@ -485,11 +443,7 @@ func pidGone(pid int) bool {
 	return i > 0 && len(b) > i+2 && (b[i+2] == 'Z' || b[i+2] == 'X')
 }
 
-// grpcFrame is a gRPC length-prefixed message.
-func grpcFrame(msg []byte) []byte {
-	out := make([]byte, 5, 5+len(msg))
-	binary.BigEndian.PutUint32(out[1:], uint32(len(msg)))
-	return append(out, msg...)
-}
-
 var httpClient = &http.Client{Timeout: 2 * time.Second}
+
+// fakeClockStart is where the tests' fake clocks start.
+var fakeClockStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -3,8 +3,6 @@ package supervisor
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +12,12 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/infera-dev/infera/internal/workload"
 )
@@ -33,19 +37,10 @@ const (
 	probeUserAgent = "kube-probe/1.35"
 )
 
-type probeTransports struct {
-	h1  *http.Transport
-	h2c *http.Transport
-}
-
-func newProbeTransports() probeTransports {
-	var h2 http.Protocols
-	h2.SetUnencryptedHTTP2(true)
-	return probeTransports{
-		// Like the kubelet: a fresh connection per probe.
-		h1:  &http.Transport{DisableKeepAlives: true, Proxy: nil},
-		h2c: &http.Transport{DisableKeepAlives: true, Proxy: nil, Protocols: &h2},
-	}
+// newProbeTransport is the HTTP probes' transport: like the kubelet, a fresh connection per
+// probe.
+func newProbeTransport() *http.Transport {
+	return &http.Transport{DisableKeepAlives: true, Proxy: nil}
 }
 
 // withDefaults fills a probe's zero fields with Kubernetes' defaults. A readiness probe with
@@ -72,6 +67,7 @@ func withDefaults(p workload.Probe, readiness bool) workload.Probe {
 // probe runs a replica's probes for incarnation inc until ctx ends. A liveness or startup
 // failure is reported once on failed.
 func (r *replica) probe(ctx context.Context, inc int, failed chan<- string) {
+	defer r.grpc.close() // every check of this process has returned
 	c := r.rev.Container
 	if c.StartupProbe != nil {
 		sp := withDefaults(*c.StartupProbe, false)
@@ -134,22 +130,8 @@ func (r *replica) probe(ctx context.Context, inc int, failed chan<- string) {
 	wg.Wait()
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 func (r *replica) readinessLoop(ctx context.Context, p *workload.Probe, report func(ready bool)) {
-	if !sleepCtx(ctx, p.InitialDelay) {
+	if !sleep(ctx, r.s.clock, p.InitialDelay) {
 		return
 	}
 	if p.Period > 0 {
@@ -169,17 +151,17 @@ func (r *replica) readinessLoop(ctx context.Context, p *workload.Probe, report f
 			} else {
 				count = 0
 			}
-			if !sleepCtx(ctx, workload.AggressiveProbePeriod) {
+			if !sleep(ctx, r.s.clock, workload.AggressiveProbePeriod) {
 				return
 			}
 		}
 		report(true)
 		// Ready: a check every second; a failing check polls every 50 ms for up to 10 s.
 		for ready := true; ready; {
-			if !sleepCtx(ctx, readyRecheckPeriod) {
+			if !sleep(ctx, r.s.clock, readyRecheckPeriod) {
 				return
 			}
-			pollEnd := time.Now().Add(aggressivePollTimeout)
+			pollEnd := r.s.clock.Now().Add(aggressivePollTimeout)
 			for {
 				err := r.check(ctx, p, timeout)
 				if ctx.Err() != nil {
@@ -193,12 +175,12 @@ func (r *replica) readinessLoop(ctx context.Context, p *workload.Probe, report f
 				} else {
 					count = 0
 				}
-				if time.Now().After(pollEnd) {
+				if r.s.clock.Now().After(pollEnd) {
 					r.s.log.Debug("readiness probe failed", "revision", string(r.rev.ID), "replica", r.name, "error", err)
 					ready = false
 					break
 				}
-				if !sleepCtx(ctx, workload.AggressiveProbePeriod) {
+				if !sleep(ctx, r.s.clock, workload.AggressiveProbePeriod) {
 					return
 				}
 			}
@@ -228,7 +210,7 @@ func (r *replica) standardReadiness(ctx context.Context, p *workload.Probe, repo
 				report(false)
 			}
 		}
-		if !sleepCtx(ctx, p.Period) {
+		if !sleep(ctx, r.s.clock, p.Period) {
 			return
 		}
 	}
@@ -248,7 +230,7 @@ func (r *replica) startupLoop(ctx context.Context, p *workload.Probe) error {
 // failureLoop probes every Period after InitialDelay until FailureThreshold checks in a row
 // fail (it returns the last error) or, with untilSuccess, until the first success (nil).
 func (r *replica) failureLoop(ctx context.Context, p *workload.Probe, untilSuccess bool) error {
-	if !sleepCtx(ctx, p.InitialDelay) {
+	if !sleep(ctx, r.s.clock, p.InitialDelay) {
 		return ctx.Err()
 	}
 	fail := 0
@@ -267,7 +249,7 @@ func (r *replica) failureLoop(ctx context.Context, p *workload.Probe, untilSucce
 				return err
 			}
 		}
-		if !sleepCtx(ctx, p.Period) {
+		if !sleep(ctx, r.s.clock, p.Period) {
 			return ctx.Err()
 		}
 	}
@@ -275,6 +257,9 @@ func (r *replica) failureLoop(ctx context.Context, p *workload.Probe, untilSucce
 
 // check runs one probe against the replica.
 func (r *replica) check(ctx context.Context, p *workload.Probe, timeout time.Duration) error {
+	// The one wait not on the supervisor's clock: a probe's timeout bounds I/O that the
+	// kernel, net, net/http, gRPC and os/exec time on the wall clock anyway, and a probe of a
+	// hung app must end even while a test holds a fake clock still.
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	port := r.port
@@ -286,9 +271,9 @@ func (r *replica) check(ctx context.Context, p *workload.Probe, timeout time.Dur
 	case workload.ProbeTCP:
 		return tcpProbe(ctx, addr)
 	case workload.ProbeHTTP:
-		return httpProbe(ctx, r.s.probeTr.h1, addr, p)
+		return httpProbe(ctx, r.s.probeTr, addr, p)
 	case workload.ProbeGRPC:
-		return grpcProbe(ctx, r.s.probeTr.h2c, addr, p.Service)
+		return r.grpc.check(ctx, p, addr)
 	case workload.ProbeExec:
 		return r.execProbe(ctx, p.Command)
 	default:
@@ -336,122 +321,85 @@ func httpProbe(ctx context.Context, tr http.RoundTripper, addr string, p *worklo
 	return nil
 }
 
-// grpcProbe calls grpc.health.v1.Health/Check over HTTP/2 cleartext with a hand-encoded
-// request: field 1 (service, string) of HealthCheckRequest.
-func grpcProbe(ctx context.Context, tr http.RoundTripper, addr, service string) error {
-	var msg []byte
-	if service != "" {
-		msg = append([]byte{0x0a}, binary.AppendUvarint(nil, uint64(len(service)))...)
-		msg = append(msg, service...)
-	}
-	body := make([]byte, 5, 5+len(msg))
-	binary.BigEndian.PutUint32(body[1:], uint32(len(msg)))
-	body = append(body, msg...)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/grpc.health.v1.Health/Check", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/grpc")
-	req.Header.Set("TE", "trailers")
-	req.Header.Set("User-Agent", probeUserAgent)
-	res, err := (&http.Client{Transport: tr}).Do(req)
+// grpcConns are the client connections of a replica's gRPC probes while one of its
+// processes runs, one per probe: a probe's checks run one after another, so each reuses its
+// probe's connection instead of dialling every 50 ms while the replica starts. A check that
+// cannot reach the server (Unavailable) or times out drops the connection, so the next one
+// dials afresh at its own time rather than after gRPC's reconnect back-off. r.probe closes
+// them all when the process's probes end.
+type grpcConns struct {
+	mu    sync.Mutex
+	conns map[*workload.Probe]*grpc.ClientConn // a probe's address is fixed for its replica
+}
+
+// check runs one gRPC probe p against addr.
+func (g *grpcConns) check(ctx context.Context, p *workload.Probe, addr string) error {
+	cc, err := g.conn(p, addr)
 	if err != nil {
 		return fmt.Errorf("gRPC health probe: %w", err)
 	}
-	defer res.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	err = grpcProbe(ctx, cc, p.Service)
+	if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded {
+		g.drop(p, cc)
+	}
+	return err
+}
+
+func (g *grpcConns) conn(p *workload.Probe, addr string) (*grpc.ClientConn, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if cc := g.conns[p]; cc != nil {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUserAgent(probeUserAgent))
 	if err != nil {
+		return nil, err
+	}
+	if g.conns == nil {
+		g.conns = map[*workload.Probe]*grpc.ClientConn{}
+	}
+	g.conns[p] = cc
+	return cc, nil
+}
+
+func (g *grpcConns) drop(p *workload.Probe, cc *grpc.ClientConn) {
+	g.mu.Lock()
+	if g.conns[p] == cc {
+		delete(g.conns, p)
+	}
+	g.mu.Unlock()
+	_ = cc.Close()
+}
+
+// close closes every connection; later checks dial again.
+func (g *grpcConns) close() {
+	g.mu.Lock()
+	conns := g.conns
+	g.conns = nil
+	g.mu.Unlock()
+	for _, cc := range conns {
+		_ = cc.Close()
+	}
+}
+
+// grpcProbe calls grpc.health.v1.Health/Check for service over cc; SERVING is success.
+func grpcProbe(ctx context.Context, cc grpc.ClientConnInterface, service string) error {
+	res, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.Unimplemented:
+		return fmt.Errorf("gRPC health probe: the server does not implement grpc.health.v1.Health: %w", err)
+	case codes.NotFound: // the health protocol's answer to a service it does not know
+		return fmt.Errorf("gRPC health probe: service %q unknown to the server (status SERVICE_UNKNOWN): %w", service, err)
+	default:
 		return fmt.Errorf("gRPC health probe: %w", err)
 	}
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("gRPC health probe: HTTP status %d", res.StatusCode)
-	}
-	code := res.Trailer.Get("Grpc-Status")
-	if code == "" {
-		code = res.Header.Get("Grpc-Status") // trailers-only response
-	}
-	if code != "0" {
-		if code == "12" {
-			return errors.New("gRPC health probe: the server does not implement grpc.health.v1.Health")
-		}
-		return fmt.Errorf("gRPC health probe: grpc-status %s: %s", code, res.Trailer.Get("Grpc-Message")+res.Header.Get("Grpc-Message"))
-	}
-	status, err := decodeHealthResponse(data)
-	if err != nil {
-		return fmt.Errorf("gRPC health probe: %w", err)
-	}
-	if status != 1 {
-		return fmt.Errorf("gRPC health probe: service unhealthy (status %s)", healthStatusName(status))
+	if st := res.GetStatus(); st != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("gRPC health probe: service unhealthy (status %s)", st)
 	}
 	return nil
-}
-
-// decodeHealthResponse reads HealthCheckResponse.status (field 1, varint) from one
-// length-prefixed message; an absent field is UNKNOWN (0).
-func decodeHealthResponse(data []byte) (uint64, error) {
-	if len(data) < 5 {
-		return 0, errors.New("short response")
-	}
-	if data[0] != 0 {
-		return 0, errors.New("compressed response not supported")
-	}
-	n := binary.BigEndian.Uint32(data[1:5])
-	if uint32(len(data)-5) < n {
-		return 0, errors.New("truncated response")
-	}
-	msg := data[5 : 5+n]
-	var status uint64
-	for len(msg) > 0 {
-		key, k := binary.Uvarint(msg)
-		if k <= 0 {
-			return 0, errors.New("bad protobuf")
-		}
-		msg = msg[k:]
-		switch key & 7 {
-		case 0:
-			v, k := binary.Uvarint(msg)
-			if k <= 0 {
-				return 0, errors.New("bad protobuf")
-			}
-			msg = msg[k:]
-			if key>>3 == 1 {
-				status = v
-			}
-		case 2:
-			l, k := binary.Uvarint(msg)
-			if k <= 0 || uint64(len(msg)-k) < l {
-				return 0, errors.New("bad protobuf")
-			}
-			msg = msg[k+int(l):]
-		case 1:
-			if len(msg) < 8 {
-				return 0, errors.New("bad protobuf")
-			}
-			msg = msg[8:]
-		case 5:
-			if len(msg) < 4 {
-				return 0, errors.New("bad protobuf")
-			}
-			msg = msg[4:]
-		default:
-			return 0, errors.New("bad protobuf")
-		}
-	}
-	return status, nil
-}
-
-func healthStatusName(s uint64) string {
-	switch s {
-	case 0:
-		return "UNKNOWN"
-	case 1:
-		return "SERVING"
-	case 2:
-		return "NOT_SERVING"
-	case 3:
-		return "SERVICE_UNKNOWN"
-	}
-	return strconv.FormatUint(s, 10)
 }
 
 // execProbe runs command in the replica's sandbox context; exit status 0 is success.
@@ -466,7 +414,7 @@ func (r *replica) execProbe(ctx context.Context, command []string) error {
 	}
 	var out limitedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 100 * time.Millisecond
+	cmd.WaitDelay = 100 * time.Millisecond // os/exec's wall-clock timer, like the probe's timeout
 	if err := r.s.spawner.start(cmd); err != nil {
 		return fmt.Errorf("exec probe: %w", err)
 	}

@@ -289,10 +289,13 @@ func (s *Supervisor) startProcess(r *replica, command, args []string, sb *sandbo
 		waitExited(p.pid)
 		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 		p.err = cmd.Wait()
+		// A descendant that left the group may hold the pipe: read on for a second at most.
+		drained, stop := timer(s.clock, time.Second)
 		select {
 		case <-copied:
-		case <-time.After(time.Second): // a descendant that left the group holds the pipe
+		case <-drained:
 		}
+		stop()
 		pr.Close()
 		<-copied
 		close(p.done)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/infera-dev/infera/internal/clock"
 	"github.com/infera-dev/infera/internal/workload"
 )
 
@@ -38,6 +39,8 @@ type replica struct {
 	// run-loop only
 	bo      backoff
 	sandbox *sandbox
+
+	grpc grpcConns // the gRPC probes' connections to the current process
 }
 
 func (r *replica) statusLocked() ReplicaStatus {
@@ -124,12 +127,15 @@ func (r *replica) run() {
 		s.log.Warn("replica exited", "revision", string(r.rev.ID), "replica", r.name, "exit", exitDesc, "restart_in", wait)
 		s.changed(r.rev.ID)
 		if wait > 0 {
+			restart, stop := timer(s.clock, wait)
 			select {
 			case <-r.stopCh:
+				stop()
 				return
 			case <-s.forceCtx.Done():
+				stop()
 				return
-			case <-s.clock.After(wait):
+			case <-restart:
 			}
 		}
 		s.mu.Lock()
@@ -225,7 +231,7 @@ func (r *replica) drainAndTerminate(p *process) {
 	// has it, so no new request is routed here once the drain starts.
 	s.waitSent(r.rev.ID, s.changed(r.rev.ID))
 	deadline := s.clock.Now().Add(r.grace())
-	ctx, cancel := context.WithTimeout(s.forceCtx, r.grace())
+	ctx, cancel := clock.WithTimeout(s.forceCtx, s.clock, r.grace())
 	go func() {
 		// The process may exit while we wait for the gateway; no need to wait on.
 		select {
@@ -250,11 +256,12 @@ func (r *replica) terminate(p *process, deadline time.Time) {
 	default:
 	}
 	p.term()
-	wait := max(deadline.Sub(s.clock.Now()), minGraceAfterTerm)
+	kill, stop := timer(s.clock, max(deadline.Sub(s.clock.Now()), minGraceAfterTerm))
+	defer stop()
 	select {
 	case <-p.done:
 		return
-	case <-s.clock.After(wait):
+	case <-kill:
 		s.log.Warn("replica ignored SIGTERM, killing", "revision", string(r.rev.ID), "replica", r.name)
 	case <-s.forceCtx.Done():
 	}

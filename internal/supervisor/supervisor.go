@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/infera-dev/infera/internal/clock"
 	"github.com/infera-dev/infera/internal/workload"
 )
 
@@ -50,7 +52,9 @@ type Config struct {
 	Gateway Gateway
 	Sandbox string // "auto" (default), "bwrap", "none"
 	Logger  *slog.Logger
-	Clock   Clock // back-off and grace periods; nil is the real clock
+	// Clock is the time source of every wait and time stamp: back-off, grace periods, probe
+	// schedules; nil is clock.Real.
+	Clock clock.Clock
 	// OnChange is called whenever a replica's state changes, outside the supervisor's locks;
 	// it must return quickly (e.g. a non-blocking channel send).
 	OnChange     func(id workload.RevisionID)
@@ -118,12 +122,12 @@ type ReplicaStatus struct {
 type Supervisor struct {
 	cfg      Config
 	log      *slog.Logger
-	clock    Clock
+	clock    clock.Clock
 	bwrap    string // path of bwrap; "" when none is used or found
 	logsDir  string
 	runDir   string
 	spawner  *spawner
-	probeTr  probeTransports
+	probeTr  *http.Transport // HTTP probes
 	forceCtx context.Context // cancelled when Shutdown's ctx expires: kill without waiting
 	force    context.CancelFunc
 
@@ -164,9 +168,7 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = realClock{}
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.LogBytes <= 0 {
 		cfg.LogBytes = 1 << 20
 	}
@@ -188,7 +190,7 @@ func New(cfg Config) (*Supervisor, error) {
 		epGen:   map[workload.RevisionID]uint64{},
 		epSent:  map[workload.RevisionID]uint64{},
 		epDirty: map[workload.RevisionID]bool{},
-		probeTr: newProbeTransports(),
+		probeTr: newProbeTransport(),
 	}
 	s.epCond = sync.NewCond(&s.mu)
 	switch cfg.Sandbox {
@@ -658,4 +660,28 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// timer returns a channel that is closed once d has passed on c, and a stop that disarms the
+// timer (so that it leaves a fake clock's Pending); d <= 0 has passed already.
+func timer(c clock.Clock, d time.Duration) (<-chan struct{}, func()) {
+	ch := make(chan struct{})
+	if d <= 0 {
+		close(ch)
+		return ch, func() {}
+	}
+	t := c.AfterFunc(d, func() { close(ch) })
+	return ch, func() { t.Stop() }
+}
+
+// sleep waits d on c; it reports false when ctx ended first.
+func sleep(ctx context.Context, c clock.Clock, d time.Duration) bool {
+	fired, stop := timer(c, d)
+	defer stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-fired:
+		return ctx.Err() == nil
+	}
 }

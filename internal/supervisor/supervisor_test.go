@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/infera-dev/infera/internal/testutil"
 	"github.com/infera-dev/infera/internal/workload"
 )
 
@@ -345,7 +346,7 @@ func TestStartupProbeGates(t *testing.T) {
 
 func TestCrashBackoff(t *testing.T) {
 	t.Parallel()
-	clk := newFakeClock()
+	clk := testutil.NewFakeClock(fakeClockStart)
 	ts := newTestSup(t, Config{Clock: clk})
 	okFile := filepath.Join(t.TempDir(), "ok")
 	rev := testRev("crash-00001", "TR_CRASH_UNLESS", okFile)
@@ -361,14 +362,14 @@ func TestCrashBackoff(t *testing.T) {
 	for i, wait := range []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second} {
 		waitFor(t, "back-off of "+wait.String(), func() bool {
 			r := state()
-			return r.Restarts == i+1 && r.State == CrashLoopBackOff && slices.Contains(clk.pending(), wait)
+			return r.Restarts == i+1 && r.State == CrashLoopBackOff && slices.Contains(clk.Pending(), wait)
 		})
 		if i == 2 {
 			os.WriteFile(okFile, nil, 0o644) // the next start succeeds
 		}
 		clk.Advance(wait)
 	}
-	waitFor(t, "ready after the crash loop", func() bool { return ts.Status(rev.ID).Ready == 1 })
+	ts.waitFor(t, "ready after the crash loop", func() bool { return ts.Status(rev.ID).Ready == 1 })
 	if st := ts.Status(rev.ID); st.Failed || st.Message != "" {
 		t.Errorf("status after recovery: %+v", st)
 	}
@@ -383,14 +384,14 @@ func TestCrashBackoff(t *testing.T) {
 		r := state()
 		return r.Restarts == 5 && r.LastExit == "exit status 3" && r.State != CrashLoopBackOff
 	})
-	if p := clk.pending(); slices.ContainsFunc(p, func(d time.Duration) bool { return d >= BackoffInitial }) {
+	if p := clk.Pending(); slices.ContainsFunc(p, func(d time.Duration) bool { return d >= BackoffInitial }) {
 		t.Errorf("back-off pending after reset: %v", p)
 	}
 }
 
 func TestFailedBeforeReady(t *testing.T) {
 	t.Parallel()
-	clk := newFakeClock()
+	clk := testutil.NewFakeClock(fakeClockStart)
 	ts := newTestSup(t, Config{Clock: clk})
 	rev := testRev("fail-00001", "TR_CRASH_UNLESS", "/nonexistent/file")
 	ts.Scale(rev, 1)
@@ -436,14 +437,14 @@ func TestGracefulStopOrder(t *testing.T) {
 
 func TestKillAfterGrace(t *testing.T) {
 	t.Parallel()
-	clk := newFakeClock()
+	clk := testutil.NewFakeClock(fakeClockStart)
 	ts := newTestSup(t, Config{Clock: clk})
 	rev := testRev("stubborn-00001", "TR_TERM", "ignore")
 	rev.Timeout = 30 * time.Second
 	r := ts.waitReady(t, rev, 1)[0]
 	ts.Scale(rev, 0)
 	waitFor(t, "SIGTERM ignored", func() bool { return strings.Contains(ts.logOf(t, r.Name), "ignoring SIGTERM") })
-	waitFor(t, "grace timer", func() bool { return slices.Contains(clk.pending(), 30*time.Second) })
+	waitFor(t, "grace timer", func() bool { return slices.Contains(clk.Pending(), 30*time.Second) })
 	if pidGone(r.PID) {
 		t.Fatal("killed before the grace period")
 	}

@@ -11,8 +11,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/infera-dev/infera/internal/workload"
 )
@@ -90,7 +95,7 @@ func TestHTTPProbe(t *testing.T) {
 	}))
 	defer srv.Close()
 	addr := srv.Listener.Addr().String()
-	tr := newProbeTransports().h1
+	tr := newProbeTransport()
 	tests := []struct {
 		path    string
 		scheme  string
@@ -144,71 +149,84 @@ func TestTCPProbe(t *testing.T) {
 }
 
 func TestGRPCProbe(t *testing.T) {
-	var mu sync.Mutex
-	var gotService string
-	mux := http.NewServeMux()
-	mux.HandleFunc("/grpc.health.v1.Health/Check", func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		service := ""
-		if len(body) >= 7 {
-			service = string(body[7:])
-		}
-		mu.Lock()
-		gotService = service
-		mu.Unlock()
-		w.Header().Set("Content-Type", "application/grpc")
-		switch service {
-		case "unimplemented":
-			w.Header().Set("Grpc-Status", "12") // trailers-only
-			return
-		case "absent":
-			w.Header().Set("Trailer", "Grpc-Status")
-			w.Write(grpcFrame(nil)) // status UNKNOWN (field absent)
-		case "serving-extra":
-			w.Header().Set("Trailer", "Grpc-Status")
-			w.Write(grpcFrame([]byte{0x12, 0x02, 'h', 'i', 0x08, 0x01})) // unknown field, then SERVING
-		case "notserving":
-			w.Header().Set("Trailer", "Grpc-Status")
-			w.Write(grpcFrame([]byte{0x08, 0x02}))
-		default:
-			w.Header().Set("Trailer", "Grpc-Status")
-			w.Write(grpcFrame([]byte{0x08, 0x01}))
-		}
-		w.Header().Set("Grpc-Status", "0")
-	})
-	srv := httptest.NewUnstartedServer(mux)
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	p.SetHTTP1(true)
-	srv.Config.Protocols = &p
-	srv.Start()
-	defer srv.Close()
-	tr := newProbeTransports().h2c
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &countingListener{Listener: ln}
+	gs := grpc.NewServer()
+	hs := health.NewServer() // "" is SERVING
+	hs.SetServingStatus("my.Service", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus("loading", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	go gs.Serve(counted)
+	defer gs.Stop()
+	up := ln.Addr().String()
+
+	bare := grpc.NewServer() // no health service
+	lnBare, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go bare.Serve(lnBare)
+	defer bare.Stop()
+
+	lnDown, _ := net.Listen("tcp", "127.0.0.1:0")
+	down := lnDown.Addr().String()
+	lnDown.Close()
+
 	tests := []struct {
-		service string
-		ok      bool
-		errHas  string
+		name, addr, service string
+		errHas              string // "" is success
+		keepsConn           bool
 	}{
-		{"", true, ""},
-		{"my.Service", true, ""},
-		{"serving-extra", true, ""},
-		{"notserving", false, "NOT_SERVING"},
-		{"absent", false, "UNKNOWN"},
-		{"unimplemented", false, "does not implement"},
+		{"SERVING, server-wide", up, "", "", true},
+		{"SERVING, named service", up, "my.Service", "", true},
+		{"NOT_SERVING", up, "loading", "service unhealthy (status NOT_SERVING)", true},
+		{"unknown service", up, "nope", `service "nope" unknown to the server (status SERVICE_UNKNOWN)`, true},
+		{"no health service", lnBare.Addr().String(), "", "does not implement grpc.health.v1.Health", true},
+		{"server down", down, "", "code = Unavailable", false},
 	}
 	for _, tt := range tests {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := grpcProbe(ctx, tr, srv.Listener.Addr().String(), tt.service)
-		cancel()
-		if (err == nil) != tt.ok || (err != nil && !strings.Contains(err.Error(), tt.errHas)) {
-			t.Errorf("service %q: err %v, want ok=%v containing %q", tt.service, err, tt.ok, tt.errHas)
-		}
-		mu.Lock()
-		if tt.ok && gotService != tt.service {
-			t.Errorf("server saw service %q, want %q", gotService, tt.service)
-		}
-		mu.Unlock()
+		t.Run(tt.name, func(t *testing.T) {
+			var g grpcConns
+			defer g.close()
+			p := &workload.Probe{Handler: workload.ProbeGRPC, Service: tt.service}
+			for range 2 { // the second check reuses the first one's connection, or dials again
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				err := g.check(ctx, p, tt.addr)
+				cancel()
+				if tt.errHas == "" && err != nil || tt.errHas != "" && (err == nil || !strings.Contains(err.Error(), tt.errHas)) {
+					t.Fatalf("err %v, want one containing %q", err, tt.errHas)
+				}
+			}
+			g.mu.Lock()
+			kept := g.conns[p] != nil
+			g.mu.Unlock()
+			if kept != tt.keepsConn {
+				t.Errorf("connection kept after the check: %v, want %v", kept, tt.keepsConn)
+			}
+		})
 	}
+	// Every check against the health server above, two per case, went over one connection
+	// per case.
+	if n, want := counted.accepted.Load(), int64(4); n != want {
+		t.Errorf("%d connections accepted for 8 checks, want %d", n, want)
+	}
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
 }
 
 func TestLogSink(t *testing.T) {

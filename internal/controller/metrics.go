@@ -1,4 +1,4 @@
-package platform
+package controller
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,5 +50,5 @@ func (a autoscalerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// MetricsCollector exports the autoscaler's metrics under Knative's names.
-func (c *Controller) MetricsCollector() prometheus.Collector { return autoscalerCollector{c} }
+// Collector exports the autoscaler's metrics under Knative's names.
+func (c *Controller) Collector() prometheus.Collector { return autoscalerCollector{c} }

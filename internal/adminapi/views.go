@@ -1,0 +1,195 @@
+package adminapi
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"knative.dev/pkg/apis"
+	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+
+	"github.com/infera-dev/infera/internal/manifest"
+	"github.com/infera-dev/infera/internal/workload"
+)
+
+// ServiceView is a Service as `infera get services` and `describe` show it.
+type ServiceView struct {
+	Namespace     string          `json:"namespace"`
+	Name          string          `json:"name"`
+	URL           string          `json:"url"`
+	Models        []string        `json:"models,omitempty"`
+	Generation    int64           `json:"generation"`
+	LatestCreated string          `json:"latestCreatedRevision,omitempty"`
+	LatestReady   string          `json:"latestReadyRevision,omitempty"`
+	Ready         string          `json:"ready"` // True, False, Unknown
+	Reason        string          `json:"reason,omitempty"`
+	Message       string          `json:"message,omitempty"`
+	Traffic       []TrafficView   `json:"traffic,omitempty"`
+	Conditions    []ConditionView `json:"conditions,omitempty"`
+}
+
+// TrafficView is one resolved traffic target.
+type TrafficView struct {
+	Revision       string `json:"revision"`
+	Percent        int64  `json:"percent"`
+	Tag            string `json:"tag,omitempty"`
+	URL            string `json:"url,omitempty"`
+	LatestRevision bool   `json:"latestRevision,omitempty"`
+}
+
+// ConditionView is a Knative status condition.
+type ConditionView struct {
+	Type    string    `json:"type"`
+	Status  string    `json:"status"`
+	Reason  string    `json:"reason,omitempty"`
+	Message string    `json:"message,omitempty"`
+	Since   time.Time `json:"since,omitzero"`
+}
+
+// RevisionView is a Revision with what runs it and what the scaler decided.
+type RevisionView struct {
+	Namespace            string `json:"namespace"`
+	Name                 string `json:"name"`
+	Service              string `json:"service"`
+	Generation           string `json:"configurationGeneration"`
+	Image                string `json:"image,omitempty"`
+	ContainerConcurrency int64  `json:"containerConcurrency"`
+	Routed               bool   `json:"routed"`
+	Ready                string `json:"ready"`
+	Reason               string `json:"reason,omitempty"`
+	Message              string `json:"message,omitempty"`
+	// State is the controller's account of the revision: Running (replicas wanted and
+	// started by the supervisor), Pending (waiting for something named in Reason and Message;
+	// it starts by itself once that is there), Failed (a user must change something), or
+	// Retired (not routed and not latest: no replicas).
+	State           string          `json:"state"`
+	ReadyReplicas   int             `json:"readyReplicas"`
+	RunningReplicas int             `json:"runningReplicas"`
+	Decision        *DecisionView   `json:"decision,omitempty"`
+	Conditions      []ConditionView `json:"conditions,omitempty"`
+}
+
+// Revision states (RevisionView.State).
+const (
+	StateRunning = "Running"
+	StatePending = "Pending"
+	StateFailed  = "Failed"
+	StateRetired = "Retired"
+)
+
+// DecisionView is the autoscaler's last decision for a revision, as the API shows it.
+type DecisionView struct {
+	Desired             int     `json:"desired"`
+	DeciderDesired      int     `json:"deciderDesired"` // before bounds and scale-to-zero rules; -1: no data yet
+	Panic               bool    `json:"panic"`
+	ActivatorInPath     bool    `json:"activatorInPath"`
+	ExcessBurstCapacity float64 `json:"excessBurstCapacity"`
+	StableConcurrency   float64 `json:"stableConcurrency"`
+	PanicConcurrency    float64 `json:"panicConcurrency"`
+	Target              float64 `json:"target"`
+}
+
+// Replica is one replica process as the supervisor reports it.
+type Replica struct {
+	Name      string    `json:"name"`
+	Revision  string    `json:"revision"` // namespace/name
+	PID       int       `json:"pid,omitempty"`
+	Addr      string    `json:"addr,omitempty"`
+	State     string    `json:"state"`
+	Restarts  int       `json:"restarts"`
+	Started   time.Time `json:"started,omitzero"`
+	LastExit  string    `json:"lastExit,omitempty"`
+	InFlight  int       `json:"inFlight"`
+	Sandboxed bool      `json:"sandboxed"`
+}
+
+// ServiceDetail is `infera describe service`.
+type ServiceDetail struct {
+	Service   ServiceView    `json:"service"`
+	Revisions []RevisionView `json:"revisions"`
+	Replicas  []Replica      `json:"replicas"`
+}
+
+// ApplyRequest is the body of POST /api/v1/apply and /api/v1/delete.
+type ApplyRequest struct {
+	Sources []manifest.Source `json:"sources"`
+	DryRun  bool              `json:"dryRun,omitempty"`
+}
+
+// ApplyResult is what an apply or delete did, or would do with DryRun.
+type ApplyResult struct {
+	Changes  []Change `json:"changes,omitempty"`
+	Problems []string `json:"problems,omitempty"` // errors and warnings, file:line:col first
+	Errors   int      `json:"errors"`
+	Warnings int      `json:"warnings"`
+}
+
+// Change is one object's outcome, as kubectl prints it: "service.serving.knative.dev/llm created".
+type Change struct {
+	Kind      string `json:"kind"`
+	Group     string `json:"group,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	Action    string `json:"action"`
+}
+
+func (c Change) String() string {
+	k := c.Kind
+	if c.Group != "" {
+		k += "." + c.Group
+	}
+	return fmt.Sprintf("%s/%s %s", strings.ToLower(k), c.Name, c.Action)
+}
+
+// APIError is every error body of the admin API.
+type APIError struct {
+	Error  string       `json:"error"`
+	Result *ApplyResult `json:"result,omitempty"`
+}
+
+// Conditions renders Knative status conditions, sorted by type.
+func Conditions(cs []apis.Condition) []ConditionView {
+	out := make([]ConditionView, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, ConditionView{Type: string(c.Type), Status: string(c.Status), Reason: c.Reason, Message: c.Message, Since: c.LastTransitionTime.Inner.Time})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Type < out[j].Type })
+	return out
+}
+
+// ReadyOf is a Ready condition's status, reason and message (Unknown when absent).
+func ReadyOf(c *apis.Condition) (status, reason, message string) {
+	if c == nil {
+		return string(corev1.ConditionUnknown), "", ""
+	}
+	return string(c.Status), c.Reason, c.Message
+}
+
+// NewServiceView is a Service with its computed status and the route serving it.
+func NewServiceView(s *servingv1.Service, route *workload.Route) ServiceView {
+	v := ServiceView{
+		Namespace: s.Namespace, Name: s.Name, Generation: s.Generation,
+		LatestCreated: s.Status.LatestCreatedRevisionName, LatestReady: s.Status.LatestReadyRevisionName,
+		Conditions: Conditions(s.Status.Conditions),
+	}
+	if s.Status.URL != nil {
+		v.URL = s.Status.URL.String()
+	}
+	v.Ready, v.Reason, v.Message = ReadyOf(s.Status.GetCondition(servingv1.ServiceConditionReady))
+	for _, t := range s.Status.Traffic {
+		tv := TrafficView{Revision: t.RevisionName, Tag: t.Tag, LatestRevision: t.LatestRevision != nil && *t.LatestRevision}
+		if t.Percent != nil {
+			tv.Percent = *t.Percent
+		}
+		if t.URL != nil {
+			tv.URL = t.URL.String()
+		}
+		v.Traffic = append(v.Traffic, tv)
+	}
+	if route != nil {
+		v.Models = route.Models
+	}
+	return v
+}

@@ -1,0 +1,213 @@
+package controller
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/infera-dev/infera/internal/autoscaler"
+	"github.com/infera-dev/infera/internal/clock"
+	"github.com/infera-dev/infera/internal/workload"
+)
+
+// Scaler decides how many replicas each running revision wants: stats in, desired scale out.
+// It is pure: time is an argument and it starts nothing. autoscaler.Autoscaler (Knative's KPA)
+// and autoscaler.Fixed are the two.
+type Scaler interface {
+	Upsert(now time.Time, id workload.RevisionID, annotations map[string]string, containerConcurrency int) error
+	Decision(id workload.RevisionID) (autoscaler.Decision, bool)
+	Remove(id workload.RevisionID)
+	Record(s workload.Stat)
+	Tick(now time.Time, ready map[workload.RevisionID]int) map[workload.RevisionID]autoscaler.Decision
+	// Poke is called when a request arrives for a revision with no ready replica.
+	Poke(now time.Time, id workload.RevisionID) (autoscaler.Decision, bool)
+	SetConfig(now time.Time, cc *autoscaler.ClusterConfig) error
+}
+
+// Stats and scaling cadence, as Knative: metrics every second, a decision every 2 s.
+const (
+	statPeriod = time.Second
+	tickPeriod = 2 * time.Second
+)
+
+// scaling is the autoscaling loop: the gateway's stats in every second, a scaler tick every
+// 2 s, and pokes for revisions at zero as requests arrive. It runs on its own goroutine, so a
+// burst of reconcile passes never delays a scaling decision. The reconcile goroutine adds and
+// removes revisions; decisions go to the supervisor (replicas) and the gateway (activator in
+// path) in the order they are made.
+type scaling struct {
+	gw     Gateway
+	sup    Supervisor
+	clock  clock.Clock
+	log    *slog.Logger
+	pokes  chan workload.RevisionID
+	kicked chan struct{} // a poke was dropped: poke every revision at zero
+
+	mu        sync.Mutex
+	scaler    Scaler
+	config    map[string]string // config-autoscaler in effect
+	revs      map[workload.RevisionID]workload.Revision
+	decisions map[workload.RevisionID]autoscaler.Decision
+}
+
+func newScaling(s Scaler, gw Gateway, sup Supervisor, c clock.Clock, log *slog.Logger) *scaling {
+	return &scaling{
+		gw: gw, sup: sup, clock: c, log: log, scaler: s,
+		pokes:  make(chan workload.RevisionID, 1024),
+		kicked: make(chan struct{}, 1),
+		revs:   map[workload.RevisionID]workload.Revision{}, decisions: map[workload.RevisionID]autoscaler.Decision{},
+	}
+}
+
+// add starts scaling a revision at its initial decision.
+func (s *scaling) add(rev workload.Revision) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.scaler.Upsert(s.clock.Now(), rev.ID, rev.Annotations, rev.ContainerConcurrency); err != nil {
+		return err
+	}
+	s.revs[rev.ID] = rev
+	d, _ := s.scaler.Decision(rev.ID)
+	s.decideLocked(rev, d)
+	return nil
+}
+
+func (s *scaling) remove(id workload.RevisionID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.scaler.Remove(id)
+	delete(s.revs, id)
+	delete(s.decisions, id)
+}
+
+// setConfig applies config-autoscaler's data when it changed.
+func (s *scaling) setConfig(data map[string]string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.config != nil && maps.Equal(s.config, data) {
+		return nil
+	}
+	cc, err := autoscaler.ParseClusterConfig(data)
+	if err != nil {
+		return err
+	}
+	if err := s.scaler.SetConfig(s.clock.Now(), cc); err != nil {
+		return err
+	}
+	s.config = maps.Clone(data)
+	if s.config == nil {
+		s.config = map[string]string{}
+	}
+	return nil
+}
+
+// poke reports a request waiting for a revision with no ready replica; it never blocks.
+func (s *scaling) poke(id workload.RevisionID) {
+	select {
+	case s.pokes <- id:
+	default:
+		select {
+		case s.kicked <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *scaling) decision(id workload.RevisionID) (autoscaler.Decision, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.decisions[id]
+	return d, ok
+}
+
+func (s *scaling) snapshot() map[workload.RevisionID]autoscaler.Decision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.decisions)
+}
+
+// run is the loop; it returns when ctx ends.
+func (s *scaling) run(ctx context.Context) error {
+	stats := s.clock.NewTicker(statPeriod)
+	defer stats.Stop()
+	lastTick := s.clock.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case id := <-s.pokes:
+			s.handlePoke(id)
+		case <-s.kicked:
+			s.mu.Lock()
+			ids := make([]workload.RevisionID, 0, len(s.revs))
+			for id := range s.revs {
+				ids = append(ids, id)
+			}
+			s.mu.Unlock()
+			for _, id := range ids {
+				s.handlePoke(id)
+			}
+		case now := <-stats.C():
+			s.collect(now)
+			if now.Sub(lastTick) >= tickPeriod-statPeriod/2 {
+				lastTick = now
+				s.tick(now)
+			}
+		}
+	}
+}
+
+func (s *scaling) handlePoke(id workload.RevisionID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rev, ok := s.revs[id]
+	if !ok {
+		return
+	}
+	d, changed := s.scaler.Poke(s.clock.Now(), id)
+	s.log.Debug("poke", "revision", id, "decided", changed, "desired", d.Desired)
+	if changed {
+		s.decideLocked(rev, d)
+	}
+}
+
+// collect feeds the gateway's per-second stats to the scaler. The gateway reports only seconds
+// with traffic; a revision with replicas and no traffic reports zeros, as Knative's
+// queue-proxies do every second, so its averages fall and it can scale down.
+func (s *scaling) collect(now time.Time) {
+	stats := s.gw.Collect(now)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := make(map[workload.RevisionID]bool, len(stats))
+	for _, st := range stats {
+		s.scaler.Record(st)
+		seen[st.Revision] = true
+	}
+	for id := range s.revs {
+		if !seen[id] && s.sup.Status(id).Running > 0 {
+			s.scaler.Record(workload.Stat{Revision: id, Time: now.Truncate(time.Second)})
+		}
+	}
+}
+
+func (s *scaling) tick(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ready := make(map[workload.RevisionID]int, len(s.revs))
+	for id := range s.revs {
+		ready[id] = s.sup.Status(id).Ready
+	}
+	for id, d := range s.scaler.Tick(now, ready) {
+		if rev, ok := s.revs[id]; ok {
+			s.decideLocked(rev, d)
+		}
+	}
+}
+
+func (s *scaling) decideLocked(rev workload.Revision, d autoscaler.Decision) {
+	s.decisions[rev.ID] = d
+	s.gw.SetActivatorInPath(rev.ID, d.ActivatorInPath)
+	s.sup.Scale(rev, d.Desired)
+}

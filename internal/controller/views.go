@@ -1,0 +1,110 @@
+package controller
+
+import (
+	"io"
+	"maps"
+	"slices"
+	"strings"
+
+	"knative.dev/pkg/apis"
+
+	"github.com/infera-dev/infera/internal/adminapi"
+	"github.com/infera-dev/infera/internal/autoscaler"
+	"github.com/infera-dev/infera/internal/workload"
+)
+
+// publish makes the loop's state the admin view.
+func (c *Controller) publish() {
+	v := view{
+		services: make([]*computed, 0, len(c.services)),
+		running:  make(map[workload.RevisionID]bool, len(c.running)),
+		blocked:  maps.Clone(c.blocked),
+	}
+	for _, key := range slices.Sorted(maps.Keys(c.services)) {
+		v.services = append(v.services, c.services[key])
+	}
+	for id := range c.running {
+		v.running[id] = true
+	}
+	c.mu.Lock()
+	c.view = v
+	c.mu.Unlock()
+}
+
+func (c *Controller) current() view {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.view
+}
+
+// Services lists every service with its status, by namespace and name.
+func (c *Controller) Services() []adminapi.ServiceView {
+	v := c.current()
+	out := make([]adminapi.ServiceView, 0, len(v.services))
+	for _, cs := range v.services {
+		out = append(out, adminapi.NewServiceView(cs.service, cs.route))
+	}
+	return out
+}
+
+// Revisions lists every revision with its state, replicas and the scaler's last decision.
+func (c *Controller) Revisions() []adminapi.RevisionView {
+	v := c.current()
+	decisions := c.scaling.snapshot()
+	var out []adminapi.RevisionView
+	for _, cs := range v.services {
+		routed := map[workload.RevisionID]bool{}
+		if cs.route != nil {
+			for _, t := range cs.route.Targets {
+				routed[t.Revision] = true
+			}
+		}
+		for _, r := range cs.revisions {
+			id := workload.NewRevisionID(r.Namespace, r.Name)
+			st := c.sup.Status(id)
+			rv := adminapi.RevisionView{
+				Namespace: r.Namespace, Name: r.Name, Service: r.Labels[labelService],
+				Generation: r.Labels["serving.knative.dev/configurationGeneration"], Routed: routed[id],
+				ReadyReplicas: st.Ready, RunningReplicas: st.Running, Conditions: adminapi.Conditions(r.Status.Conditions),
+				ContainerConcurrency: r.Spec.GetContainerConcurrency(),
+			}
+			if len(r.Spec.Containers) > 0 {
+				rv.Image = r.Spec.Containers[0].Image
+			}
+			rv.Ready, rv.Reason, rv.Message = adminapi.ReadyOf(r.Status.GetCondition(apis.ConditionReady))
+			switch b, blocked := v.blocked[id]; {
+			case blocked && b.pending:
+				rv.State = adminapi.StatePending
+			case blocked, st.Failed:
+				rv.State = adminapi.StateFailed
+			case v.running[id]:
+				rv.State = adminapi.StateRunning
+			default:
+				rv.State = adminapi.StateRetired
+			}
+			if d, ok := decisions[id]; ok {
+				rv.Decision = decisionView(d)
+			}
+			out = append(out, rv)
+		}
+	}
+	return out
+}
+
+func decisionView(d autoscaler.Decision) *adminapi.DecisionView {
+	return &adminapi.DecisionView{
+		Desired: d.Desired, DeciderDesired: d.DeciderDesired, Panic: d.Panic, ActivatorInPath: d.ActivatorInPath,
+		ExcessBurstCapacity: d.ExcessBurstCapacity, StableConcurrency: d.StableConcurrency,
+		PanicConcurrency: d.PanicConcurrency, Target: d.Target,
+	}
+}
+
+// Replicas lists every replica the supervisor runs.
+func (c *Controller) Replicas() []adminapi.Replica {
+	reps := c.sup.Replicas()
+	slices.SortFunc(reps, func(a, b adminapi.Replica) int { return strings.Compare(a.Name, b.Name) })
+	return reps
+}
+
+// Logs opens a replica's log.
+func (c *Controller) Logs(replica string) (io.ReadCloser, error) { return c.sup.Logs(replica) }
