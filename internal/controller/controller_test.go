@@ -1,10 +1,13 @@
 package controller
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/infera-dev/infera/internal/adminapi"
 	"github.com/infera-dev/infera/internal/manifest"
@@ -368,4 +371,78 @@ func condition(r adminapi.RevisionView, typ string) adminapi.ConditionView {
 		}
 	}
 	return adminapi.ConditionView{Status: "Unknown"}
+}
+
+// TestKnativeConfigMaps: config-domain moves every route; config-autoscaler reaches the scaler.
+func TestKnativeConfigMaps(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "")
+		h.apply(service("llm", "") + "---\n" + service("chat", ""))
+		h.calls.take()
+		h.apply(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-domain, namespace: knative-serving}
+data: {example.test: ""}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-autoscaler, namespace: knative-serving}
+data: {container-concurrency-target-default: "50"}
+`)
+		h.expect(
+			"scaler.SetConfig",
+			"gateway.SetRoutes chat.default.example.test->default/chat-00001=100 llm.default.example.test->default/llm-00001=100",
+		)
+		if s := h.ctrl.Services()[1]; s.URL != "http://llm.default.example.test" {
+			t.Errorf("service URL under config-domain: %s", s.URL)
+		}
+	})
+}
+
+// TestStoreFailureStopsRun: a store that closes under a running controller ends Run with an
+// error, so that up stops instead of serving on without a controller.
+func TestStoreFailureStopsRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "")
+		h.apply(service("llm", ""))
+		h.store.Close()
+		synctest.Wait()
+		select {
+		case err := <-h.done:
+			if err == nil || !errors.Is(err, store.ErrClosed) {
+				t.Fatalf("Run = %v, want store.ErrClosed", err)
+			}
+			h.done <- nil // for the cleanup's stop
+		default:
+			t.Fatal("Run kept running with its store closed")
+		}
+	})
+}
+
+// TestAutoscalerMetrics checks Knative's autoscaler_* series through Prometheus's own
+// collector test helper (the text exposition format, parsed).
+func TestAutoscalerMetrics(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "")
+		h.apply(service("llm", ""))
+		h.ready(llm1, 1)
+		want := `
+# HELP autoscaler_actual_pods Number of pods that are allocated currently
+# TYPE autoscaler_actual_pods gauge
+autoscaler_actual_pods{configuration_name="llm",namespace_name="default",revision_name="llm-00001",service_name="llm"} 1
+# HELP autoscaler_desired_pods Number of pods autoscaler wants to allocate
+# TYPE autoscaler_desired_pods gauge
+autoscaler_desired_pods{configuration_name="llm",namespace_name="default",revision_name="llm-00001",service_name="llm"} 1
+# HELP autoscaler_panic_mode 1 if autoscaler is in panic mode, 0 otherwise
+# TYPE autoscaler_panic_mode gauge
+autoscaler_panic_mode{configuration_name="llm",namespace_name="default",revision_name="llm-00001",service_name="llm"} 0
+`
+		if err := promtestutil.CollectAndCompare(h.ctrl.Collector(), strings.NewReader(want),
+			"autoscaler_actual_pods", "autoscaler_desired_pods", "autoscaler_panic_mode"); err != nil {
+			t.Error(err)
+		}
+		if n := promtestutil.CollectAndCount(h.ctrl.Collector()); n != 7 {
+			t.Errorf("%d series, want Knative's 7 for one revision", n)
+		}
+	})
 }

@@ -223,6 +223,7 @@ type harness struct {
 	clock  *testutil.FakeClock
 	ctrl   *Controller
 	stop   func()
+	done   chan error // Run's result
 }
 
 var epoch = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
@@ -249,11 +250,11 @@ func newHarness(t *testing.T, dir string) *harness {
 		Resolve: reconciler.ResolveOptions{Self: "/usr/local/bin/infera"}})
 	ctx, cancel := context.WithCancel(t.Context())
 	h.ctx = ctx
-	done := make(chan error, 1)
-	go func() { done <- h.ctrl.Run(ctx) }()
+	h.done = make(chan error, 1)
+	go func() { h.done <- h.ctrl.Run(ctx) }()
 	h.stop = sync.OnceFunc(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := <-h.done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
 		st.Close()
