@@ -100,6 +100,8 @@ type Controller struct {
 	running  map[workload.RevisionID]workload.Revision
 	retiring map[workload.RevisionID]bool
 	blocked  map[workload.RevisionID]block // active, but Pending or Failed before they could run
+	// unpersisted are services whose last computation could not be written.
+	unpersisted map[string]bool
 
 	mu   sync.RWMutex // guards view
 	view view
@@ -265,7 +267,11 @@ func (c *Controller) pass(ctx context.Context, ch changes, resync bool) error {
 	// for may be outside the store); Failed ones only when the store changed.
 	retry := func(b block) bool { return ch.any || (resync && b.pending) }
 	if ch.knative {
-		if err := c.scaling.setConfig(c.state.knativeConfig().Maps["config-autoscaler"]); err != nil {
+		var data map[string]string
+		if kc := c.state.knativeConfig(); kc != nil {
+			data = kc.Maps["config-autoscaler"]
+		}
+		if err := c.scaling.setConfig(data); err != nil {
 			c.log.Error("config-autoscaler not applied", "err", err)
 		}
 	}
@@ -273,8 +279,13 @@ func (c *Controller) pass(ctx context.Context, ch changes, resync bool) error {
 		c.opts.Images = reconciler.ImageCommands(c.state.ConfigMap(reconciler.ImagesNamespace, reconciler.ImagesConfigMap))
 	}
 
-	// Which services to compute: changed in the store, or observed differently.
+	// Which services to compute: changed in the store, not written last time, or observed
+	// differently.
 	dirty := ch.services
+	for key := range c.unpersisted {
+		dirty = mark(dirty, key)
+	}
+	c.unpersisted = nil
 	for key, cs := range c.services {
 		if ch.knative || dirty[key] {
 			dirty = mark(dirty, key)
@@ -319,7 +330,10 @@ func (c *Controller) pass(ctx context.Context, ch changes, resync bool) error {
 		if errors.Is(err, store.ErrClosed) {
 			return err
 		}
+		// Computed but not written: compute those services again on the next pass (resync at
+		// the latest), from what the store holds.
 		c.log.Error("reconcile: persist", "err", err)
+		c.unpersisted = dirty
 	}
 	c.reconcileDataPlane(deltas, retry)
 	c.publish()

@@ -396,6 +396,10 @@ data: {container-concurrency-target-default: "50"}
 		if s := h.ctrl.Services()[1]; s.URL != "http://llm.default.example.test" {
 			t.Errorf("service URL under config-domain: %s", s.URL)
 		}
+		h.delete("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-domain, namespace: knative-serving}\n")
+		h.expect( // config-autoscaler is unchanged: the scaler is not told again
+			"gateway.SetRoutes chat.default.localhost->default/chat-00001=100 llm.default.localhost->default/llm-00001=100",
+		)
 	})
 }
 
