@@ -28,6 +28,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Go-built tools the tests run as real servers, built once into a cache outside the clone (CI runs
+# on a fresh clone of the same machine) and found by the tests on PATH:
+#   versitygw: the S3 server on loopback the model-cache tests fetch from (posix backend).
+tools="${INFERA_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/infera/tools}"
+install_tool() { # name version package
+  local dir="$tools/$1-$2"
+  if [ ! -x "$dir/$1" ]; then
+    echo "== building $1 $2 into $dir (once)"
+    mkdir -p "$dir"
+    GOBIN="$dir" GOFLAGS= go install "$3@$2" </dev/null
+  fi
+  export PATH="$dir:$PATH"
+}
+install_tool versitygw v1.8.0 github.com/versity/versitygw/cmd/versitygw
+
 echo "== go vet"
 go vet ./...
 unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"
