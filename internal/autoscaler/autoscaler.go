@@ -13,9 +13,10 @@ import (
 // MultiScaler, metric collector and KPA reconciler in one pure value. The
 // owner feeds it the gateway's stats (Record), calls Tick every TickInterval
 // with the ready replicas of each revision, and carries out the decisions;
-// when a request arrives for a revision at zero it calls Poke to decide at
-// once. It holds no goroutine and reads no clock. It is not safe for
-// concurrent use; the owner serialises calls.
+// when a request arrives for a revision with no ready replica it calls Poke
+// with the gateway's stat for that request, to decide at once. It holds no
+// goroutine and reads no clock. It is not safe for concurrent use; the owner
+// serialises calls.
 type Autoscaler struct {
 	cc   *ClusterConfig
 	revs map[workload.RevisionID]*managed
@@ -30,10 +31,10 @@ type managed struct {
 	replicas int32
 	// ready is the ready count of the last tick.
 	ready int
-	// pokeAdj is the load Poke recorded ahead of the gateway's next stat,
+	// pokeAdj is the stat Poke recorded ahead of the gateway's next one,
 	// which leaves it out (Knative's activator subtracts its immediate
 	// first-request report from its next one).
-	pokeAdj float64
+	pokeAdj Stat
 	last    Decision
 }
 
@@ -175,10 +176,10 @@ func (a *Autoscaler) Record(s workload.Stat) {
 		return
 	}
 	st := Stat{Concurrency: s.Concurrency, Requests: s.Requests}
-	if m.pokeAdj > 0 {
-		st.Concurrency = max(st.Concurrency-m.pokeAdj, 0)
-		st.Requests = max(st.Requests-m.pokeAdj, 0)
-		m.pokeAdj = 0
+	if m.pokeAdj != (Stat{}) {
+		st.Concurrency = max(st.Concurrency-m.pokeAdj.Concurrency, 0)
+		st.Requests = max(st.Requests-m.pokeAdj.Requests, 0)
+		m.pokeAdj = Stat{}
 	}
 	m.rev.Record(s.Time, st)
 }
@@ -193,26 +194,57 @@ func (a *Autoscaler) Tick(now time.Time, ready map[workload.RevisionID]int) map[
 	return out
 }
 
-// Poke is called when a request arrives for a revision at zero. As Knative's
-// activator and MultiScaler do, it records the request at once (one request
-// in flight, one arrival; the next Record for the revision leaves it out) and,
-// if the decider's standing recommendation is zero, decides now rather than
-// at the next tick: it returns the decision and true. Otherwise (unknown
-// revision, or a recommendation other than zero, e.g. none yet) it returns
-// the last decision and false and the next tick decides.
-func (a *Autoscaler) Poke(now time.Time, id workload.RevisionID) (Decision, bool) {
-	m, ok := a.revs[id]
+// Poke takes the gateway's stat for a request that found a revision with no
+// ready replica: one request in flight and one arrival at st.Time, the stat
+// Knative's activator sends at a revision's first request; ready is the
+// revision's ready replicas now (what Knative's decider reads from its pod
+// counter when a poke makes it tick: normally 0). It does what Knative's
+// autoscaler does with every stat it receives (cmd/autoscaler's accept): it
+// records the stat (MetricCollector.Record), then pokes (MultiScaler.Poke). The next Record for the revision leaves the stat out,
+// as the activator subtracts its first-request report from its next one;
+// a poke before that Record records nothing more (the activator reports a
+// revision's first request once per report period). An unknown revision's
+// stat is dropped.
+//
+// The poke decides now, rather than at the next tick, when the stat carries
+// load and the decider stands at zero (Knative's rule, DeciderStatus.NeedsPoke)
+// or has made no recommendation yet: it then returns the decision and true.
+// Otherwise it returns the last decision and false and the next tick decides.
+//
+// Deciding a revision with no recommendation yet (DeciderDesired -1: one
+// that never had traffic, such as an initial-scale 0 revision, and every
+// revision right after infera up restarts) is where infera differs from
+// Knative v0.50.0, whose MultiScaler.Poke acts only on a standing 0 and
+// leaves the revision to its next 2 s tick. That tick decides from the same
+// stat, already in the collector, so the decision is the one Knative makes
+// when its tick falls at the request's arrival; infera only stops waiting
+// for it. TestPokeDecidesAsKnative checks every poke against Knative's
+// collector and decider.
+func (a *Autoscaler) Poke(now time.Time, st workload.Stat, ready int) (Decision, bool) {
+	m, ok := a.revs[st.Revision]
 	if !ok {
 		return Decision{}, false
 	}
-	if m.rev.Status().DesiredScale != 0 {
+	s := Stat{Concurrency: st.Concurrency, Requests: st.Requests}
+	if m.pokeAdj == (Stat{}) {
+		at := st.Time
+		if at.IsZero() {
+			at = now
+		}
+		m.rev.Record(at, s)
+		m.pokeAdj = s
+	}
+	if !pokeDecides(m.rev.Status(), s) {
 		return m.last, false
 	}
-	if m.pokeAdj == 0 {
-		m.rev.Record(now, Stat{Concurrency: 1, Requests: 1})
-		m.pokeAdj = 1
-	}
-	return m.tick(now, m.ready), true
+	return m.tick(now, ready), true
+}
+
+// pokeDecides is Knative's rule for deciding on a stat at once
+// (DeciderStatus.NeedsPoke), widened to a decider that has made no
+// recommendation yet (see Poke).
+func pokeDecides(status DeciderStatus, s Stat) bool {
+	return status.NeedsPoke(s) || (status.DesiredScale == -1 && s.Concurrency != 0)
 }
 
 // Decision is the revision's last decision (from Upsert until the first

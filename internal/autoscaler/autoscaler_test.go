@@ -76,12 +76,12 @@ func TestAutoscalerLifecycle(t *testing.T) {
 	if d = a.Tick(sec(300), nil)[id]; d.Desired != 0 {
 		t.Fatalf("idle: %+v", d)
 	}
-	d, poked := a.Poke(sec(301), id)
+	d, poked := a.Poke(sec(301), demand(id, sec(301)), 0)
 	if !poked || d.Desired != 1 || d.Active != Activating {
 		t.Fatalf("poke at zero: %v %+v", poked, d)
 	}
-	// A second poke in the same cold start does not decide again.
-	if _, again := a.Poke(sec(301), id); again {
+	// A second poke in the same cold start neither decides nor records again.
+	if _, again := a.Poke(sec(301), demand(id, sec(301)), 0); again {
 		t.Fatal("second poke decided again")
 	}
 	// The gateway's next stat leaves out the request the poke recorded.
@@ -91,7 +91,7 @@ func TestAutoscalerLifecycle(t *testing.T) {
 		t.Fatalf("after poke: %+v", d)
 	}
 	a.Remove(id)
-	if _, ok := a.Poke(sec(303), id); ok || a.Len() != 0 {
+	if _, ok := a.Poke(sec(303), demand(id, sec(303)), 0); ok || a.Len() != 0 {
 		t.Fatal("removed revision still known")
 	}
 	a.Record(workload.Stat{Revision: id, Time: sec(304), Concurrency: 3}) // dropped, no panic
@@ -149,24 +149,74 @@ func TestAutoscalerUpsert(t *testing.T) {
 	}
 }
 
-func TestAutoscalerInitialScaleZero(t *testing.T) {
+// demand is the gateway's stat for a request that found id with no ready
+// replica, arriving at at: what it hands Poke.
+func demand(id workload.RevisionID, at time.Time) workload.Stat {
+	return workload.Stat{Revision: id, Time: at, Concurrency: 1, Requests: 1}
+}
+
+// TestAutoscalerPokeWithoutData: a poke with the gateway's stat decides at
+// once for a revision whose decider has made no recommendation yet, on
+// every path there: initial-scale 0 that never had traffic, right after a
+// restart, and a revision still activating its first replica.
+func TestAutoscalerPokeWithoutData(t *testing.T) {
 	const id = workload.RevisionID("default/m-00001")
-	cc, _ := ParseClusterConfig(map[string]string{"allow-zero-initial-scale": "true"})
-	a := New(cc)
-	if err := a.Upsert(sec(0), id, map[string]string{"autoscaling.knative.dev/initial-scale": "0"}, 0); err != nil {
-		t.Fatal(err)
+	zero, _ := ParseClusterConfig(map[string]string{"allow-zero-initial-scale": "true"})
+	initialZero := map[string]string{"autoscaling.knative.dev/initial-scale": "0"}
+	tests := []struct {
+		name        string
+		cc          *ClusterConfig
+		annotations map[string]string
+		idle        int           // seconds of ticks without data before the request
+		at          time.Duration // the request's arrival after the last tick
+		before      int           // Desired before the poke
+		// The Active condition after the poke. The poke that comes before
+		// any tick is the revision's first reconcile, where Knative's
+		// activeThreshold is still the initial scale, 0: Inactive, with one
+		// replica wanted; the next reconcile says Activating.
+		active ActiveState
+	}{
+		{"initial-scale 0, never had traffic", zero, initialZero, 3600, 700 * time.Millisecond, 0, Activating},
+		{"initial-scale 0, right after a restart", zero, initialZero, 0, 20 * time.Millisecond, 0, Inactive},
+		{"initial-scale 1, first replica starting", nil, nil, 0, 1500 * time.Millisecond, 1, Activating},
 	}
-	if d := a.Tick(sec(2), nil)[id]; d.Desired != 0 || d.Active != Inactive {
-		t.Fatalf("initial 0: %+v", d)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := New(tc.cc)
+			if err := a.Upsert(sec(0), id, tc.annotations, 0); err != nil {
+				t.Fatal(err)
+			}
+			for s := 2; s <= tc.idle; s += 2 {
+				if d := a.Tick(sec(s), nil)[id]; d.Desired != tc.before || d.DeciderDesired != -1 {
+					t.Fatalf("idle tick at %ds: %+v", s, d)
+				}
+			}
+			now := sec(tc.idle).Add(tc.at)
+			if d, _ := a.Decision(id); d.Desired != tc.before || d.DeciderDesired != -1 {
+				t.Fatalf("before the request: %+v", d)
+			}
+			// A stat without load is recorded and decides nothing.
+			if _, poked := a.Poke(now, workload.Stat{Revision: id, Time: now}, 0); poked {
+				t.Fatal("a stat without load decided")
+			}
+			d, poked := a.Poke(now, demand(id, now), 0)
+			if !poked || d.Desired != 1 || d.DeciderDesired != 1 || d.Active != tc.active || d.StableConcurrency != 1 {
+				t.Fatalf("poke: %v %+v", poked, d)
+			}
+			// The gateway's stat for that second leaves the request out.
+			end := now.Truncate(time.Second).Add(time.Second)
+			a.Record(workload.Stat{Revision: id, Time: end, Concurrency: 1, Requests: 1})
+			next := sec(tc.idle + 2)
+			if next.Before(end) {
+				next = next.Add(2 * time.Second)
+			}
+			if d := a.Tick(next, nil)[id]; d.Desired != 1 || d.StableConcurrency != 0.5 || d.Active != Activating {
+				t.Fatalf("next tick: %+v", d)
+			}
+		})
 	}
-	// No recommendation yet: Knative pokes only a revision whose decider
-	// stands at 0, so the next tick decides.
-	if _, poked := a.Poke(sec(3), id); poked {
-		t.Fatal("poked without a standing recommendation")
-	}
-	a.Record(workload.Stat{Revision: id, Time: sec(4), Concurrency: 1, Requests: 1})
-	if d := a.Tick(sec(4), nil)[id]; d.Desired != 1 || d.Active != Activating {
-		t.Fatalf("first load: %+v", d)
+	if _, poked := New(nil).Poke(sec(1), demand(id, sec(1)), 0); poked {
+		t.Error("an unknown revision was poked")
 	}
 }
 

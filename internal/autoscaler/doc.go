@@ -39,11 +39,13 @@
 //	  - Autoscaler: every revision of an infera instance (Knative's
 //	    MultiScaler and KPA reconciler): Upsert and Remove revisions, Record
 //	    the gateway's serving.Stat each second, Tick every TickInterval with
-//	    the ready replicas, Poke when a request arrives for a revision at
-//	    zero. Each Decision says how many replicas to run (Desired: a
-//	    reconcile that decides without applying, such as deactivating,
-//	    leaves the last applied count), whether the gateway should act as
-//	    the activator (ActivatorInPath), and the decider's view for metrics.
+//	    the ready replicas, Poke with the gateway's stat for a request that
+//	    found no ready replica (the activator's first-request stat: recorded,
+//	    then decided on at once). Each Decision says how many replicas to
+//	    run (Desired: a reconcile that decides without applying, such as
+//	    deactivating, leaves the last applied count), whether the gateway
+//	    should act as the activator (ActivatorInPath), and the decider's
+//	    view for metrics.
 //
 // # Using it from infera up
 //
@@ -51,7 +53,8 @@
 //	a.Upsert(now, id, rev.Annotations, rev.ContainerConcurrency)
 //	a.Record(stat)                                 // gateway, every second
 //	for id, d := range a.Tick(now, readyByRevision) { supervisor.Scale(id, d.Desired) }
-//	if d, ok := a.Poke(now, id); ok { supervisor.Scale(id, d.Desired) } // cold request
+//	st := workload.Stat{Revision: id, Time: arrival, Concurrency: 1, Requests: 1}
+//	if d, ok := a.Poke(now, st, ready); ok { supervisor.Scale(id, d.Desired) } // cold request
 //
 // The HPA class (hpa.autoscaling.knative.dev) is not implemented: NewConfig
 // and Upsert reject it with ErrNotKPA.
@@ -97,4 +100,11 @@
 // and ScaleDecision says what to apply. ScalerState.Reconcile documents each
 // difference. Buckets.ResizeWindow takes now where Knative reads the wall
 // clock.
+//
+// A poke decides at once for a revision whose decider has made no
+// recommendation yet (an initial-scale 0 revision that never had traffic,
+// every revision right after infera up restarts), where Knative's
+// MultiScaler.Poke acts only on a standing 0 and leaves it to the next 2 s
+// tick; that tick decides from the same stat, so the decision is Knative's,
+// made without the wait (Autoscaler.Poke, TestPokeDecidesAsKnative).
 package autoscaler

@@ -93,10 +93,12 @@ func (f *Fixed) Tick(time.Time, map[workload.RevisionID]int) map[workload.Revisi
 	return nil
 }
 
-// Poke brings a revision at zero to one replica.
-func (f *Fixed) Poke(_ time.Time, id workload.RevisionID) (Decision, bool) {
+// Poke brings a revision at zero to one replica when st, the gateway's stat for a request
+// that found no ready replica, carries one.
+func (f *Fixed) Poke(_ time.Time, st workload.Stat, _ int) (Decision, bool) {
+	id := st.Revision
 	r, ok := f.revs[id]
-	if !ok || r.desired > 0 {
+	if !ok || r.desired > 0 || st.Concurrency == 0 {
 		return Decision{}, false
 	}
 	r.desired = 1

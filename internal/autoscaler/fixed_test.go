@@ -56,7 +56,10 @@ func TestFixed(t *testing.T) {
 			if d.Desired != tc.want || !d.ActivatorInPath {
 				t.Errorf("decision = %+v, want desired %d with the activator in path", d, tc.want)
 			}
-			d, poked := f.Poke(now, id)
+			if _, poked := f.Poke(now, workload.Stat{Revision: id, Time: now}, 0); poked {
+				t.Error("a stat without load poked")
+			}
+			d, poked := f.Poke(now, workload.Stat{Revision: id, Time: now, Concurrency: 1, Requests: 1}, 0)
 			if poked != tc.wantPoke || (poked && d.Desired != 1) {
 				t.Errorf("Poke = %+v, %v; want poked %v to 1", d, poked, tc.wantPoke)
 			}

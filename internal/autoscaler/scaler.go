@@ -40,7 +40,8 @@ func (s *DeciderStatus) Apply(r Recommendation) bool {
 
 // NeedsPoke reports whether a stat calls for a decision at once rather than
 // at the next tick: the decider last wanted zero pods and load arrived
-// (Knative's MultiScaler.Poke; the tick loop acts on it).
+// (Knative's MultiScaler.Poke, exactly; Autoscaler.Poke also decides for a
+// decider with no recommendation yet).
 func (s DeciderStatus) NeedsPoke(st Stat) bool {
 	return s.DesiredScale == 0 && st.Concurrency != 0
 }

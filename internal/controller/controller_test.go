@@ -133,7 +133,7 @@ func TestScalingLoop(t *testing.T) {
 		h.ctrl.Poke(llm1)
 		synctest.Wait()
 		h.expect(
-			"scaler.Poke default/llm-00001",
+			"scaler.Poke default/llm-00001 1/1 at +4s (now +4s) ready 0", // the activator's stat
 			"gateway.SetActivatorInPath default/llm-00001 false",
 			"supervisor.Scale default/llm-00001 1",
 		)

@@ -49,12 +49,13 @@ func (c *calls) take() []string {
 }
 
 type fakeGateway struct {
-	calls   *calls
-	mu      sync.Mutex
-	routes  []workload.Route
-	revs    map[workload.RevisionID]workload.Revision
-	stats   []workload.Stat // returned by the next Collect
-	blockIn chan struct{}   // when set, SetRoutes waits for it
+	calls        *calls
+	mu           sync.Mutex
+	routes       []workload.Route
+	revs         map[workload.RevisionID]workload.Revision
+	stats        []workload.Stat // returned by the next Collect
+	blockIn      chan struct{}   // when set, SetRoutes waits for it
+	blockCollect chan struct{}   // when set, Collect waits for it
 }
 
 func (g *fakeGateway) SetRoutes(routes []workload.Route) {
@@ -97,6 +98,12 @@ func (g *fakeGateway) SetActivatorInPath(id workload.RevisionID, inPath bool) {
 }
 
 func (g *fakeGateway) Collect(now time.Time) []workload.Stat {
+	g.mu.Lock()
+	block := g.blockCollect
+	g.mu.Unlock()
+	if block != nil {
+		<-block
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	out := g.stats
@@ -197,8 +204,10 @@ func (f *fakeScaler) Tick(now time.Time, ready map[workload.RevisionID]int) map[
 	return out
 }
 
-func (f *fakeScaler) Poke(_ time.Time, id workload.RevisionID) (autoscaler.Decision, bool) {
-	f.calls.add("scaler.Poke %s", id)
+func (f *fakeScaler) Poke(now time.Time, st workload.Stat, ready int) (autoscaler.Decision, bool) {
+	id := st.Revision
+	f.calls.add("scaler.Poke %s %g/%g at +%v (now +%v) ready %d", id, st.Concurrency, st.Requests,
+		st.Time.Sub(epoch), now.Sub(epoch), ready)
 	if n, ok := f.desired[id]; !ok || n > 0 {
 		return autoscaler.Decision{}, false
 	}

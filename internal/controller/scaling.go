@@ -1,9 +1,11 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,8 +23,12 @@ type Scaler interface {
 	Remove(id workload.RevisionID)
 	Record(s workload.Stat)
 	Tick(now time.Time, ready map[workload.RevisionID]int) map[workload.RevisionID]autoscaler.Decision
-	// Poke is called when a request arrives for a revision with no ready replica.
-	Poke(now time.Time, id workload.RevisionID) (autoscaler.Decision, bool)
+	// Poke hands over the stat of a request that found a revision with no ready replica
+	// (one request in flight, one arrival at st.Time: Knative's activator's first-request
+	// stat), with the revision's ready replicas now. The scaler records it, as Knative's
+	// autoscaler records every stat it receives, and decides at once when it calls for a
+	// decision (true), or leaves it to the next tick (false).
+	Poke(now time.Time, st workload.Stat, ready int) (autoscaler.Decision, bool)
 	SetConfig(now time.Time, cc *autoscaler.ClusterConfig) error
 }
 
@@ -38,12 +44,16 @@ const (
 // removes revisions; decisions go to the supervisor (replicas) and the gateway (activator in
 // path) in the order they are made.
 type scaling struct {
-	gw     Gateway
-	sup    Supervisor
-	clock  clock.Clock
-	log    *slog.Logger
-	pokes  chan workload.RevisionID
-	kicked chan struct{} // a poke was dropped: poke every revision at zero
+	gw    Gateway
+	sup   Supervisor
+	clock clock.Clock
+	log   *slog.Logger
+
+	// Pokes wait here for the loop, one per revision (the first arrival counts), so none is
+	// ever dropped and poke never blocks.
+	pokeMu  sync.Mutex
+	pending map[workload.RevisionID]time.Time // revision -> arrival of its first request
+	poked   chan struct{}                     // one slot: pending is not empty
 
 	mu        sync.Mutex
 	scaler    Scaler
@@ -55,9 +65,9 @@ type scaling struct {
 func newScaling(s Scaler, gw Gateway, sup Supervisor, c clock.Clock, log *slog.Logger) *scaling {
 	return &scaling{
 		gw: gw, sup: sup, clock: c, log: log, scaler: s,
-		pokes:  make(chan workload.RevisionID, 1024),
-		kicked: make(chan struct{}, 1),
-		revs:   map[workload.RevisionID]workload.Revision{}, decisions: map[workload.RevisionID]autoscaler.Decision{},
+		pending: map[workload.RevisionID]time.Time{},
+		poked:   make(chan struct{}, 1),
+		revs:    map[workload.RevisionID]workload.Revision{}, decisions: map[workload.RevisionID]autoscaler.Decision{},
 	}
 }
 
@@ -103,16 +113,44 @@ func (s *scaling) setConfig(data map[string]string) error {
 	return nil
 }
 
-// poke reports a request waiting for a revision with no ready replica; it never blocks.
+// poke reports a request waiting for a revision with no ready replica; it never blocks. The
+// gateway calls it on the request's goroutine as the request arrives, so the time read here
+// is the arrival, which the activator's stat carries (Knative stamps it on receipt).
 func (s *scaling) poke(id workload.RevisionID) {
-	select {
-	case s.pokes <- id:
-	default:
-		select {
-		case s.kicked <- struct{}{}:
-		default:
-		}
+	at := s.clock.Now()
+	s.pokeMu.Lock()
+	if _, ok := s.pending[id]; !ok {
+		s.pending[id] = at
 	}
+	s.pokeMu.Unlock()
+	select {
+	case s.poked <- struct{}{}:
+	default:
+	}
+}
+
+// takePokes returns the pokes waiting, oldest first.
+func (s *scaling) takePokes() []pendingPoke {
+	s.pokeMu.Lock()
+	out := make([]pendingPoke, 0, len(s.pending))
+	for id, at := range s.pending {
+		out = append(out, pendingPoke{id, at})
+	}
+	clear(s.pending)
+	s.pokeMu.Unlock()
+	slices.SortFunc(out, func(a, b pendingPoke) int { return cmp.Or(a.at.Compare(b.at), cmp.Compare(a.id, b.id)) })
+	return out
+}
+
+type pendingPoke struct {
+	id workload.RevisionID
+	at time.Time
+}
+
+// demandStat is what Knative's activator reports at once for a revision's first request: one
+// request in flight, one arrival.
+func demandStat(id workload.RevisionID, at time.Time) workload.Stat {
+	return workload.Stat{Revision: id, Time: at, Concurrency: 1, Requests: 1}
 }
 
 func (s *scaling) decision(id workload.RevisionID) (autoscaler.Decision, bool) {
@@ -137,17 +175,9 @@ func (s *scaling) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case id := <-s.pokes:
-			s.handlePoke(id)
-		case <-s.kicked:
-			s.mu.Lock()
-			ids := make([]workload.RevisionID, 0, len(s.revs))
-			for id := range s.revs {
-				ids = append(ids, id)
-			}
-			s.mu.Unlock()
-			for _, id := range ids {
-				s.handlePoke(id)
+		case <-s.poked:
+			for _, p := range s.takePokes() {
+				s.handlePoke(p.id, p.at)
 			}
 		case now := <-stats.C():
 			s.collect(now)
@@ -159,15 +189,17 @@ func (s *scaling) run(ctx context.Context) error {
 	}
 }
 
-func (s *scaling) handlePoke(id workload.RevisionID) {
+// handlePoke hands the scaler the activator's stat for the request that arrived at at, with
+// the replicas ready now, and carries out a decision made on it.
+func (s *scaling) handlePoke(id workload.RevisionID, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rev, ok := s.revs[id]
 	if !ok {
 		return
 	}
-	d, changed := s.scaler.Poke(s.clock.Now(), id)
-	s.log.Debug("poke", "revision", id, "decided", changed, "desired", d.Desired)
+	d, changed := s.scaler.Poke(s.clock.Now(), demandStat(id, at), s.sup.Status(id).Ready)
+	s.log.Debug("poke", "revision", id, "decided", changed, "desired", d.Desired, "decider", d.DeciderDesired)
 	if changed {
 		s.decideLocked(rev, d)
 	}

@@ -89,6 +89,7 @@ func BenchmarkProcessOnly(b *testing.B) {
 			b.Fatal(err)
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
+		var bo startingBackoff // the anchor probes at the supervisor's cadence: the behaviour compared
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			err := tcpProbe(ctx, addr)
@@ -96,7 +97,7 @@ func BenchmarkProcessOnly(b *testing.B) {
 			if err == nil {
 				break
 			}
-			time.Sleep(workload.AggressiveProbePeriod) // the anchor probes at the supervisor's cadence: the behaviour compared
+			time.Sleep(bo.wait())
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
