@@ -60,6 +60,14 @@ func (f *fakeBackend) Logs(replica string) (io.ReadCloser, error) {
 	return io.NopCloser(strings.NewReader("log of " + replica + "\n")), nil
 }
 
+func (f *fakeBackend) Datasets() []DatasetView {
+	return []DatasetView{{Namespace: "default", Name: "oss-data", Phase: "Fetching", Bytes: 1 << 20, Total: 4 << 20, Mode: "prefetch"}}
+}
+
+func (f *fakeBackend) DataLoads() []DataLoadView {
+	return []DataLoadView{{Namespace: "default", Name: "warm", Dataset: "default/oss-data", Policy: "Once", Phase: "Executing"}}
+}
+
 func newServer(t *testing.T) (*fakeBackend, *Client) {
 	t.Helper()
 	b := &fakeBackend{}
@@ -101,6 +109,20 @@ func TestClientServer(t *testing.T) {
 	revs, err := c.Revisions(ctx)
 	if err != nil || len(revs) != 2 || revs[1].State != StatePending {
 		t.Errorf("revisions: %+v %v", revs, err)
+	}
+
+	ds, err := c.Datasets(ctx)
+	if err != nil || len(ds) != 1 || ds[0].Phase != "Fetching" {
+		t.Errorf("datasets: %+v %v", ds, err)
+	}
+	if d, err := c.Dataset(ctx, "default", "oss-data"); err != nil || d.Total != 4<<20 {
+		t.Errorf("dataset: %+v %v", d, err)
+	}
+	if _, err := c.Dataset(ctx, "default", "nope"); err == nil || err.Error() != "dataset default/nope not found" {
+		t.Errorf("missing dataset: %v", err)
+	}
+	if dl, err := c.DataLoads(ctx); err != nil || len(dl) != 1 || dl[0].Dataset != "default/oss-data" {
+		t.Errorf("dataloads: %+v %v", dl, err)
 	}
 
 	var logs strings.Builder

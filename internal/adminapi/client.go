@@ -114,6 +114,24 @@ func (c *Client) Replicas(ctx context.Context) ([]Replica, error) {
 	return out, c.do(ctx, http.MethodGet, APIPrefix+"/replicas", nil, &out)
 }
 
+// Datasets lists the model cache's datasets.
+func (c *Client) Datasets(ctx context.Context) ([]DatasetView, error) {
+	var out []DatasetView
+	return out, c.do(ctx, http.MethodGet, APIPrefix+"/datasets", nil, &out)
+}
+
+// Dataset shows one dataset.
+func (c *Client) Dataset(ctx context.Context, namespace, name string) (DatasetView, error) {
+	var out DatasetView
+	return out, c.do(ctx, http.MethodGet, APIPrefix+"/datasets/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), nil, &out)
+}
+
+// DataLoads lists DataLoads with their status.
+func (c *Client) DataLoads(ctx context.Context) ([]DataLoadView, error) {
+	var out []DataLoadView
+	return out, c.do(ctx, http.MethodGet, APIPrefix+"/dataloads", nil, &out)
+}
+
 // Describe shows one service.
 func (c *Client) Describe(ctx context.Context, namespace, name string) (ServiceDetail, error) {
 	var out ServiceDetail

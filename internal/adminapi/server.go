@@ -38,6 +38,8 @@ type Backend interface {
 	Revisions() []RevisionView // by namespace, service and generation
 	Replicas() []Replica
 	Logs(replica string) (io.ReadCloser, error)
+	Datasets() []DatasetView   // by namespace and name
+	DataLoads() []DataLoadView // by namespace and name
 }
 
 // maxApplyBody bounds an apply request: manifests are small (manifest.MaxSourceBytes each).
@@ -71,6 +73,21 @@ func Handler(b Backend, gatherer prometheus.Gatherer, extra map[string]http.Hand
 	})
 	mux.HandleFunc("GET "+APIPrefix+"/replicas", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, b.Replicas())
+	})
+	mux.HandleFunc("GET "+APIPrefix+"/datasets", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, b.Datasets())
+	})
+	mux.HandleFunc("GET "+APIPrefix+"/datasets/{namespace}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		for _, d := range b.Datasets() {
+			if d.Namespace == r.PathValue("namespace") && d.Name == r.PathValue("name") {
+				writeJSON(w, http.StatusOK, d)
+				return
+			}
+		}
+		writeJSON(w, http.StatusNotFound, APIError{Error: fmt.Sprintf("dataset %s/%s not found", r.PathValue("namespace"), r.PathValue("name"))})
+	})
+	mux.HandleFunc("GET "+APIPrefix+"/dataloads", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, b.DataLoads())
 	})
 	mux.HandleFunc("GET "+APIPrefix+"/replicas/{name}/logs", func(w http.ResponseWriter, r *http.Request) {
 		writeLogs(w, b, []string{r.PathValue("name")}, false)

@@ -193,3 +193,45 @@ func NewServiceView(s *servingv1.Service, route *workload.Route) ServiceView {
 	}
 	return v
 }
+
+// DatasetView is a Fluid Dataset as the model cache holds it (`infera get datasets`).
+type DatasetView struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Phase     string `json:"phase"` // Pending, Fetching, Ready, Failed
+	Message   string `json:"message,omitempty"`
+	// Bytes cached of Total, and files.
+	Bytes     int64 `json:"bytes"`
+	Total     int64 `json:"total"`
+	Files     int   `json:"files"`
+	FilesDone int   `json:"filesDone"`
+	// Rate is bytes per second over the last few seconds; ETASeconds the time left at it.
+	Rate       float64 `json:"rate"`
+	ETASeconds float64 `json:"etaSeconds,omitempty"`
+	Level      string  `json:"level,omitempty"` // MEM, SSD, HDD
+	LevelPath  string  `json:"levelPath,omitempty"`
+	Path       string  `json:"path,omitempty"`
+	InPlace    bool    `json:"inPlace,omitempty"` // local or NAS: served where it lies
+	// Mode is how replicas get it: "prefetch" (they start once it is complete) or "in-place".
+	Mode        string    `json:"mode"`
+	CachedBytes int64     `json:"cachedBytes"`
+	LastUsed    time.Time `json:"lastUsed,omitzero"`
+	Holders     int       `json:"holders"` // running revisions that mount it
+	Attempts    int       `json:"attempts,omitempty"`
+	NextRetry   time.Time `json:"nextRetry,omitzero"`
+}
+
+// DataLoadView is a Fluid DataLoad's status (`infera get dataloads`).
+type DataLoadView struct {
+	Namespace          string    `json:"namespace"`
+	Name               string    `json:"name"`
+	Dataset            string    `json:"dataset"`
+	Policy             string    `json:"policy"`
+	Phase              string    `json:"phase"` // Pending, Executing, Complete, Failed
+	Message            string    `json:"message,omitempty"`
+	Duration           string    `json:"duration,omitempty"`
+	Runs               int       `json:"runs"`
+	LastScheduleTime   time.Time `json:"lastScheduleTime,omitzero"`
+	LastSuccessfulTime time.Time `json:"lastSuccessfulTime,omitzero"`
+	NextScheduleTime   time.Time `json:"nextScheduleTime,omitzero"`
+}

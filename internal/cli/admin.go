@@ -122,10 +122,10 @@ func readInput(name string, files []string, stdio IO) ([]manifest.Source, error)
 func newGet(stdio IO) *cobra.Command {
 	var admin, output string
 	cmd := &cobra.Command{
-		Use:       "get services|revisions|replicas",
-		Short:     "List services, revisions or replicas of a running infera up",
+		Use:       "get services|revisions|replicas|datasets|dataloads",
+		Short:     "List services, revisions, replicas, datasets or dataloads of a running infera up",
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"services", "revisions", "replicas"},
+		ValidArgs: []string{"services", "revisions", "replicas", "datasets", "dataloads"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput("get", output); err != nil {
 				return err
@@ -141,9 +141,11 @@ func newGet(stdio IO) *cobra.Command {
 			case "replica":
 				v, err = c.Replicas(cmd.Context())
 			case "dataset":
-				return fail(ExitUsage, "get datasets: not available yet: lands with the model-cache issue")
+				v, err = c.Datasets(cmd.Context())
+			case "dataload":
+				v, err = c.DataLoads(cmd.Context())
 			default:
-				return fail(ExitUsage, "get: unknown resource %q: use services, revisions or replicas", args[0])
+				return fail(ExitUsage, "get: unknown resource %q: use services, revisions, replicas, datasets or dataloads", args[0])
 			}
 			if err != nil {
 				return clientError("get", err)
@@ -194,6 +196,17 @@ func printTable(w io.Writer, v any) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\t%d/%d\t%s\t%s\t%s\n", r.Namespace, r.Name, r.Service, r.Generation,
 				r.State, r.Routed, r.Ready, r.ReadyReplicas, r.RunningReplicas, desired, panic, dash(r.Reason))
 		}
+	case []adminapi.DatasetView:
+		fmt.Fprintln(tw, "NAMESPACE\tNAME\tPHASE\tCACHED\tTOTAL\tFILES\tRATE\tETA\tLEVEL\tMODE\tHOLDERS\tMESSAGE")
+		for _, d := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Namespace, d.Name, d.Phase,
+				bytesOf(d.Bytes), bytesOf(d.Total), d.FilesDone, d.Files, rateOf(d.Rate), etaOf(d.ETASeconds), dash(d.Level), d.Mode, d.Holders, dash(d.Message))
+		}
+	case []adminapi.DataLoadView:
+		fmt.Fprintln(tw, "NAMESPACE\tNAME\tDATASET\tPOLICY\tPHASE\tDURATION\tRUNS\tMESSAGE")
+		for _, l := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", l.Namespace, l.Name, l.Dataset, l.Policy, l.Phase, dash(l.Duration), l.Runs, dash(l.Message))
+		}
 	case []adminapi.Replica:
 		fmt.Fprintln(tw, "NAME\tREVISION\tSTATE\tPID\tADDRESS\tRESTARTS\tIN-FLIGHT\tAGE")
 		for _, r := range rows {
@@ -206,6 +219,34 @@ func printTable(w io.Writer, v any) {
 	}
 }
 
+// bytesOf is a byte count in binary units, as kubectl shows quantities: "1.5Gi".
+func bytesOf(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d", n)
+	}
+	v, u := float64(n), 0
+	for v >= unit && u < 5 {
+		v /= unit
+		u++
+	}
+	return fmt.Sprintf("%.1f%ci", v, "KMGTPE"[u-1])
+}
+
+func rateOf(bps float64) string {
+	if bps <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f MB/s", bps/1e6)
+}
+
+func etaOf(seconds float64) string {
+	if seconds <= 0 {
+		return "-"
+	}
+	return (time.Duration(seconds * float64(time.Second))).Round(time.Second).String()
+}
+
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -216,15 +257,23 @@ func dash(s string) string {
 func newDescribe(stdio IO) *cobra.Command {
 	var admin, namespace, output string
 	cmd := &cobra.Command{
-		Use:   "describe service NAME",
-		Short: "Show a service of a running infera up with its revisions, replicas and conditions",
+		Use:   "describe service|dataset NAME",
+		Short: "Show a service (revisions, replicas, conditions) or a dataset (cache progress) of a running infera up",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if kind := strings.TrimSuffix(args[0], "s"); kind != "service" && kind != "ksvc" {
-				return fail(ExitUsage, "describe: unknown resource %q: use service", args[0])
-			}
 			if err := checkOutput("describe", output); err != nil {
 				return err
+			}
+			switch kind := strings.TrimSuffix(args[0], "s"); kind {
+			case "service", "ksvc":
+			case "dataset":
+				d, err := adminapi.NewClient(admin).Dataset(cmd.Context(), namespace, args[1])
+				if err != nil {
+					return clientError("describe", err)
+				}
+				return printOutput(stdio.Out, output, d, printDataset)
+			default:
+				return fail(ExitUsage, "describe: unknown resource %q: use service or dataset", args[0])
 			}
 			d, err := adminapi.NewClient(admin).Describe(cmd.Context(), namespace, args[1])
 			if err != nil {
@@ -287,6 +336,27 @@ func printDescribe(w io.Writer, d adminapi.ServiceDetail) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.Type, c.Status, dash(c.Reason), dash(c.Message))
 	}
 	tw.Flush()
+}
+
+func printDataset(w io.Writer, d adminapi.DatasetView) {
+	fmt.Fprintf(w, "Name:        %s\nNamespace:   %s\nPhase:       %s\n", d.Name, d.Namespace, d.Phase)
+	if d.Message != "" {
+		fmt.Fprintf(w, "Message:     %s\n", d.Message)
+	}
+	pct := 0.0
+	if d.Total > 0 {
+		pct = 100 * float64(d.Bytes) / float64(d.Total)
+	}
+	fmt.Fprintf(w, "Cached:      %s of %s (%.0f%%), %d of %d files\n", bytesOf(d.Bytes), bytesOf(d.Total), pct, d.FilesDone, d.Files)
+	fmt.Fprintf(w, "Rate:        %s\nETA:         %s\n", rateOf(d.Rate), etaOf(d.ETASeconds))
+	fmt.Fprintf(w, "Mode:        %s\n", d.Mode)
+	if d.Level != "" {
+		fmt.Fprintf(w, "Level:       %s at %s\n", d.Level, d.LevelPath)
+	}
+	fmt.Fprintf(w, "Path:        %s\nOn disk:     %s\nHolders:     %d\n", dash(d.Path), bytesOf(d.CachedBytes), d.Holders)
+	if d.Attempts > 0 {
+		fmt.Fprintf(w, "Attempts:    %d (next retry %s)\n", d.Attempts, d.NextRetry.Format(time.RFC3339))
+	}
 }
 
 func newLogs(stdio IO) *cobra.Command {

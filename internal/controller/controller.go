@@ -34,6 +34,7 @@ import (
 
 	"github.com/infera-dev/infera/internal/adminapi"
 	"github.com/infera-dev/infera/internal/clock"
+	"github.com/infera-dev/infera/internal/modelcache"
 	"github.com/infera-dev/infera/internal/reconciler"
 	"github.com/infera-dev/infera/internal/store"
 	"github.com/infera-dev/infera/internal/workload"
@@ -71,8 +72,11 @@ type Config struct {
 	Supervisor Supervisor
 	Scaler     Scaler
 	Resolve    reconciler.ResolveOptions
-	Logger     *slog.Logger
-	Clock      clock.Clock // nil: the real clock
+	// Datasets is the model cache serving Dataset claims; nil: only Datasets of one local://
+	// or absolute-path mount resolve, to that path.
+	Datasets Datasets
+	Logger   *slog.Logger
+	Clock    clock.Clock // nil: the real clock
 }
 
 // resyncPeriod bounds how long a Pending revision waits for a change that no event signals,
@@ -89,8 +93,11 @@ type Controller struct {
 	clock   clock.Clock
 	scaling *scaling
 
+	datasets Datasets
+
 	applyMu sync.Mutex // apply and delete: validate-then-store is atomic against each other
 	kick    chan struct{}
+	recheck chan struct{}
 
 	// Loop state, touched only by the reconcile goroutine.
 	state    *state
@@ -102,6 +109,8 @@ type Controller struct {
 	blocked  map[workload.RevisionID]block // active, but Pending or Failed before they could run
 	// unpersisted are services whose last computation could not be written.
 	unpersisted map[string]bool
+	resolving   []string                         // datasets used by the revision being resolved
+	pins        map[workload.RevisionID][]string // datasets pinned by running revisions
 
 	mu   sync.RWMutex // guards view
 	view view
@@ -137,9 +146,11 @@ func New(cfg Config) *Controller {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := clock.Or(cfg.Clock)
-	return &Controller{
-		store: cfg.Store, gw: cfg.Gateway, sup: cfg.Supervisor,
+	ctrl := &Controller{
+		store: cfg.Store, gw: cfg.Gateway, sup: cfg.Supervisor, datasets: cfg.Datasets,
 		opts: cfg.Resolve, log: cfg.Logger, clock: c,
+		recheck:  make(chan struct{}, 1),
+		pins:     map[workload.RevisionID][]string{},
 		scaling:  newScaling(cfg.Scaler, cfg.Gateway, cfg.Supervisor, c, cfg.Logger),
 		kick:     make(chan struct{}, 1),
 		state:    newState(),
@@ -149,6 +160,10 @@ func New(cfg Config) *Controller {
 		retiring: map[workload.RevisionID]bool{},
 		blocked:  map[workload.RevisionID]block{},
 	}
+	if cfg.Datasets != nil {
+		ctrl.opts.DatasetPath = ctrl.datasetPath
+	}
+	return ctrl
 }
 
 // Kick asks for a reconcile pass soon; it never blocks. The supervisor calls it when a
@@ -220,10 +235,12 @@ func (c *Controller) loop(ctx context.Context) error {
 			if err := c.state.event(ev, &ch); err != nil {
 				return c.stopped(ctx, err)
 			}
-			if err := c.drainEvents(events, &ch); err != nil {
+			if err := c.drainEvents(ctx, events, ev.Last, &ch); err != nil {
 				return c.stopped(ctx, err)
 			}
 		case <-c.kick:
+		case <-c.recheck:
+			ch.external = true
 		case <-resync.C():
 			resyncing = true
 		}
@@ -241,20 +258,32 @@ func (c *Controller) stopped(ctx context.Context, err error) error {
 	return fmt.Errorf("controller: %w", err)
 }
 
-// drainEvents applies the events already queued: one pass covers them all.
-func (c *Controller) drainEvents(events <-chan store.Event, ch *changes) error {
+// drainEvents applies the rest of the Apply ev belongs to (its events arrive one by one) and
+// whatever else is queued: one pass sees every Apply whole.
+func (c *Controller) drainEvents(ctx context.Context, events <-chan store.Event, last bool, ch *changes) error {
 	for {
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				return nil // the next receive sees the close and reloads
+		var ev store.Event
+		var ok bool
+		if last {
+			select {
+			case ev, ok = <-events:
+			default:
+				return nil
 			}
-			if err := c.state.event(ev, ch); err != nil {
-				return err
+		} else {
+			select {
+			case ev, ok = <-events:
+			case <-ctx.Done():
+				return nil
 			}
-		default:
-			return nil
 		}
+		if !ok {
+			return nil // the next receive sees the close and reloads
+		}
+		if err := c.state.event(ev, ch); err != nil {
+			return err
+		}
+		last = ev.Last
 	}
 }
 
@@ -265,7 +294,10 @@ func (c *Controller) drainEvents(events <-chan store.Event, ch *changes) error {
 func (c *Controller) pass(ctx context.Context, ch changes, resync bool) error {
 	// Pending revisions are re-resolved when the store changed or on resync (what they wait
 	// for may be outside the store); Failed ones only when the store changed.
-	retry := func(b block) bool { return ch.any || (resync && b.pending) }
+	retry := func(b block) bool { return ch.any || ch.external || (resync && b.pending) }
+	if ch.datasets {
+		c.syncDatasets()
+	}
 	if ch.knative {
 		var data map[string]string
 		if kc := c.state.knativeConfig(); kc != nil {
@@ -298,7 +330,7 @@ func (c *Controller) pass(ctx context.Context, ch changes, resync bool) error {
 			}
 		}
 	}
-	if len(dirty) == 0 && !((ch.any || resync) && len(c.blocked) > 0) && len(c.retiring) == 0 {
+	if len(dirty) == 0 && !((ch.any || ch.external || resync) && len(c.blocked) > 0) && len(c.retiring) == 0 {
 		return nil // nothing changed
 	}
 
@@ -468,6 +500,7 @@ func (c *Controller) reconcileDataPlane(deltas []delta, retry func(block) bool) 
 			c.log.Info("revision retired", "revision", id)
 			c.sup.Remove(id)
 			c.scaling.remove(id)
+			c.unpin(id)
 			delete(c.running, id)
 			c.retiring[id] = true
 		}
@@ -485,11 +518,13 @@ func (c *Controller) start(id workload.RevisionID, r *servingv1.Revision) {
 	if r == nil {
 		return
 	}
+	c.resolving = c.resolving[:0]
 	rev, err := reconciler.Resolve(r, c.state, c.opts)
 	if err == nil {
 		c.gw.SetRevision(rev)
 		if err = c.scaling.add(rev); err == nil {
 			c.running[id] = rev
+			c.pin(id, slices.Clone(c.resolving))
 			delete(c.blocked, id)
 			d, _ := c.scaling.decision(id)
 			c.log.Info("revision started", "revision", id, "desired", d.Desired)
@@ -502,6 +537,8 @@ func (c *Controller) start(id workload.RevisionID, r *servingv1.Revision) {
 	var wait *reconciler.WaitError
 	if errors.As(err, &wait) {
 		b.pending, b.reason = true, wait.Reason
+	} else if errors.Is(err, modelcache.ErrUnavailable) {
+		b.reason = "DatasetFailed"
 	} else if errors.Is(err, reconciler.ErrUnresolvable) {
 		b.reason = "Unresolvable"
 	} else {

@@ -222,17 +222,18 @@ func (f *fakeScaler) SetConfig(time.Time, *autoscaler.ClusterConfig) error {
 
 // harness is one controller under test.
 type harness struct {
-	t      *testing.T
-	ctx    context.Context
-	calls  *calls
-	store  *store.Store
-	gw     *fakeGateway
-	sup    *fakeSupervisor
-	scaler *fakeScaler
-	clock  *testutil.FakeClock
-	ctrl   *Controller
-	stop   func()
-	done   chan error // Run's result
+	t        *testing.T
+	ctx      context.Context
+	calls    *calls
+	store    *store.Store
+	gw       *fakeGateway
+	sup      *fakeSupervisor
+	scaler   *fakeScaler
+	clock    *testutil.FakeClock
+	ctrl     *Controller
+	stop     func()
+	stopCtrl func()
+	done     chan error // Run's result
 }
 
 var epoch = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
@@ -257,20 +258,40 @@ func newHarness(t *testing.T, dir string) *harness {
 	}
 	h.ctrl = New(Config{Store: st, Gateway: h.gw, Supervisor: h.sup, Scaler: h.scaler, Clock: h.clock,
 		Resolve: reconciler.ResolveOptions{Self: "/usr/local/bin/infera"}})
-	ctx, cancel := context.WithCancel(t.Context())
-	h.ctx = ctx
-	h.done = make(chan error, 1)
-	go func() { h.done <- h.ctrl.Run(ctx) }()
+	h.run()
 	h.stop = sync.OnceFunc(func() {
-		cancel()
-		if err := <-h.done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+		h.stopCtrl()
 		st.Close()
 	})
 	t.Cleanup(h.stop)
-	synctest.Wait()
 	return h
+}
+
+// run starts the controller's Run and lets it settle.
+func (h *harness) run() {
+	ctx, cancel := context.WithCancel(h.t.Context())
+	h.ctx = ctx
+	done := make(chan error, 1)
+	h.done = done
+	go func() { done <- h.ctrl.Run(ctx) }()
+	h.stopCtrl = sync.OnceFunc(func() {
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Errorf("Run: %v", err)
+		}
+	})
+	synctest.Wait()
+}
+
+// restartWith replaces the harness's controller with one that has a model cache, on the same
+// store (call it before applying anything).
+func (h *harness) restartWith(ds Datasets) {
+	h.t.Helper()
+	h.stopCtrl()
+	h.ctrl = New(Config{Store: h.store, Gateway: h.gw, Supervisor: h.sup, Scaler: h.scaler, Clock: h.clock,
+		Datasets: ds, Resolve: reconciler.ResolveOptions{Self: "/usr/local/bin/infera"}})
+	h.run()
+	h.calls.take()
 }
 
 // apply applies YAML documents through the controller, as the admin API does, and lets the

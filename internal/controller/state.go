@@ -10,6 +10,7 @@ import (
 
 	"github.com/infera-dev/infera/internal/fluid"
 	"github.com/infera-dev/infera/internal/manifest"
+	"github.com/infera-dev/infera/internal/modelcache"
 	"github.com/infera-dev/infera/internal/store"
 )
 
@@ -53,6 +54,8 @@ type state struct {
 	configMaps map[string]*corev1.ConfigMap
 	pvcs       map[string]*corev1.PersistentVolumeClaim
 	datasets   map[string]*fluid.Dataset
+	runtimes   map[string]*modelcache.RuntimeSpec // the cache runtime bound to a Dataset: same namespace and name
+	dataLoads  map[string]*fluid.DataLoad
 
 	knative *manifest.KnativeConfig // nil: recompute from the ConfigMaps on next use
 }
@@ -64,6 +67,7 @@ func newState() *state {
 		revisions: map[string]map[string]*servingv1.Revision{},
 		secrets:   map[string]*corev1.Secret{}, configMaps: map[string]*corev1.ConfigMap{},
 		pvcs: map[string]*corev1.PersistentVolumeClaim{}, datasets: map[string]*fluid.Dataset{},
+		runtimes: map[string]*modelcache.RuntimeSpec{}, dataLoads: map[string]*fluid.DataLoad{},
 	}
 }
 
@@ -71,7 +75,9 @@ func newState() *state {
 type changes struct {
 	services map[string]bool // namespace/name of Services whose objects changed
 	knative  bool            // a ConfigMap in knative-serving changed (domain, autoscaler, ...)
+	datasets bool            // a Dataset, cache runtime, DataLoad or Secret changed
 	any      bool
+	external bool // something outside the store changed (Recheck): resolve every blocked revision
 }
 
 func (c *changes) service(key string) {
@@ -185,6 +191,7 @@ func (s *state) index(e *entry, add bool, ch *changes) {
 			set(s.services, key, obj, add)
 		case *corev1.Secret:
 			set(s.secrets, key, obj, add)
+			ch.datasets = true // encryptOptions may read it
 		case *corev1.ConfigMap:
 			set(s.configMaps, key, obj, add)
 			if obj.Namespace == manifest.KnativeNamespace {
@@ -194,6 +201,19 @@ func (s *state) index(e *entry, add bool, ch *changes) {
 			set(s.pvcs, key, obj, add)
 		case *fluid.Dataset:
 			set(s.datasets, key, obj, add)
+			ch.datasets = true
+		case *fluid.DataLoad:
+			set(s.dataLoads, key, obj, add)
+			ch.datasets = true
+		case *fluid.JindoRuntime:
+			set(s.runtimes, key, &modelcache.RuntimeSpec{Kind: fluid.KindJindoRuntime, Name: obj.Name, TieredStore: obj.Spec.TieredStore, CleanPolicy: obj.Spec.Fuse.CleanPolicy}, add)
+			ch.datasets = true
+		case *fluid.AlluxioRuntime:
+			set(s.runtimes, key, &modelcache.RuntimeSpec{Kind: fluid.KindAlluxioRuntime, Name: obj.Name, TieredStore: obj.Spec.TieredStore, CleanPolicy: obj.Spec.Fuse.CleanPolicy}, add)
+			ch.datasets = true
+		case *fluid.JuiceFSRuntime:
+			set(s.runtimes, key, &modelcache.RuntimeSpec{Kind: fluid.KindJuiceFSRuntime, Name: obj.Name, TieredStore: obj.Spec.TieredStore, CleanPolicy: obj.Spec.Fuse.CleanPolicy}, add)
+			ch.datasets = true
 		}
 	}
 }
@@ -215,6 +235,9 @@ func (s *state) PersistentVolumeClaim(ns, name string) *corev1.PersistentVolumeC
 	return s.pvcs[nsName(ns, name)]
 }
 func (s *state) Dataset(ns, name string) *fluid.Dataset { return s.datasets[nsName(ns, name)] }
+
+// runtime is the cache runtime bound to a Dataset (Fluid binds by namespace and name), or nil.
+func (s *state) runtime(ns, name string) *modelcache.RuntimeSpec { return s.runtimes[nsName(ns, name)] }
 
 // knativeConfig is the Knative ConfigMaps in effect (knative-serving namespace).
 func (s *state) knativeConfig() *manifest.KnativeConfig {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/infera-dev/infera/internal/adminapi"
 	"github.com/infera-dev/infera/internal/autoscaler"
+	"github.com/infera-dev/infera/internal/modelcache"
 	"github.com/infera-dev/infera/internal/workload"
 )
 
@@ -108,3 +109,49 @@ func (c *Controller) Replicas() []adminapi.Replica {
 
 // Logs opens a replica's log.
 func (c *Controller) Logs(replica string) (io.ReadCloser, error) { return c.sup.Logs(replica) }
+
+// Datasets lists the model cache's datasets; without a model cache, none.
+func (c *Controller) Datasets() []adminapi.DatasetView {
+	if c.datasets == nil {
+		return []adminapi.DatasetView{}
+	}
+	sts := c.datasets.Statuses()
+	slices.SortFunc(sts, func(a, b modelcache.DatasetStatus) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	out := make([]adminapi.DatasetView, 0, len(sts))
+	for _, s := range sts {
+		mode := "prefetch"
+		if s.InPlace {
+			mode = "in-place"
+		}
+		out = append(out, adminapi.DatasetView{
+			Namespace: s.Namespace, Name: s.Name, Phase: string(s.Phase), Message: s.Message,
+			Bytes: s.Done, Total: s.Total, Files: s.Files, FilesDone: s.FilesDone,
+			Rate: s.Rate, ETASeconds: s.ETA.Seconds(), Level: string(s.Level), LevelPath: s.LevelPath,
+			Path: s.Path, InPlace: s.InPlace, Mode: mode, CachedBytes: s.CachedBytes, LastUsed: s.LastUsed,
+			Holders: s.Holders, Attempts: s.Attempts, NextRetry: s.NextRetry,
+		})
+	}
+	return out
+}
+
+// DataLoads lists DataLoads with their status; without a model cache, none.
+func (c *Controller) DataLoads() []adminapi.DataLoadView {
+	if c.datasets == nil {
+		return []adminapi.DataLoadView{}
+	}
+	sts := c.datasets.DataLoadStatuses()
+	slices.SortFunc(sts, func(a, b modelcache.DataLoadStatus) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	out := make([]adminapi.DataLoadView, 0, len(sts))
+	for _, s := range sts {
+		out = append(out, adminapi.DataLoadView{
+			Namespace: s.Namespace, Name: s.Name, Dataset: s.Dataset, Policy: string(s.Policy), Phase: string(s.Phase),
+			Message: s.Message, Duration: s.Duration, Runs: s.Runs, LastScheduleTime: s.LastScheduleTime,
+			LastSuccessfulTime: s.LastSuccessfulTime, NextScheduleTime: s.NextScheduleTime,
+		})
+	}
+	return out
+}

@@ -33,6 +33,7 @@ import (
 	"github.com/infera-dev/infera/internal/controller"
 	"github.com/infera-dev/infera/internal/gateway"
 	"github.com/infera-dev/infera/internal/manifest"
+	"github.com/infera-dev/infera/internal/modelcache"
 	"github.com/infera-dev/infera/internal/modelserver"
 	"github.com/infera-dev/infera/internal/reconciler"
 	"github.com/infera-dev/infera/internal/store"
@@ -154,24 +155,49 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	if err != nil {
 		return err
 	}
+	cache, err := modelcache.NewManager(modelcache.Config{
+		Root:      filepath.Join(cfg.StateDir, "cache"),
+		Clock:     clk,
+		Logger:    log.With("component", "modelcache"),
+		NewSource: modelcache.NewSource,
+		Fetcher:   &modelcache.Fetcher{Logger: log.With("component", "fetcher")},
+		OnChange:  func(string, string) { ctrl.Recheck() }, // called from Run, once ctrl is set
+	})
+	if err != nil {
+		return fmt.Errorf("up: model cache: %w", err)
+	}
 	var scaler controller.Scaler = autoscaler.New(nil)
 	if cfg.Autoscaler == "fixed" {
 		scaler = autoscaler.NewFixed(nil)
 	}
 	ctrl = controller.New(controller.Config{
 		Store: st, Gateway: gw, Supervisor: supervisorAdapter{sup, gw}, Scaler: scaler,
-		Resolve: reconciler.ResolveOptions{Self: cfg.Self},
-		Logger:  log.With("component", "controller"),
-		Clock:   clk,
+		Resolve:  reconciler.ResolveOptions{Self: cfg.Self},
+		Datasets: cache,
+		Logger:   log.With("component", "controller"),
+		Clock:    clk,
 	})
 	reg.MustRegister(ctrl.Collector())
 
-	// The supervisor runs first and stops last: it owns the replica processes.
-	supCtx, stopSupervisor := context.WithCancel(context.Background())
-	supDone := make(chan error, 1)
-	go func() { supDone <- sup.Run(supCtx) }()
-	stopReplicas := sync.OnceValue(func() error { stopSupervisor(); return <-supDone })
-	defer stopReplicas()
+	// A component that fails stops up; failed says which and why.
+	failed := make(chan error, 5)
+	// The supervisor and the model cache run first and stop last: they own the replica
+	// processes and what the replicas read.
+	backCtx, stopBack := context.WithCancel(context.Background())
+	var back errgroup.Group
+	background := func(name string, run func(context.Context) error) {
+		back.Go(func() error {
+			err := run(backCtx)
+			if err != nil && backCtx.Err() == nil {
+				failed <- fmt.Errorf("up: %s: %w", name, err)
+			}
+			return err
+		})
+	}
+	background("supervisor", sup.Run)
+	background("model cache", cache.Run)
+	stopBackground := sync.OnceValue(func() error { stopBack(); return back.Wait() })
+	defer stopBackground()
 
 	if len(sources) > 0 {
 		res, err := ctrl.Apply(ctx, sources, false)
@@ -195,7 +221,6 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	ctrlCtx, stopController := context.WithCancel(context.Background())
 	defer stopController()
 	var g errgroup.Group
-	failed := make(chan error, 3)
 	component := func(name string, run func() error) {
 		g.Go(func() error {
 			err := run()
@@ -239,8 +264,8 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	adminSrv.Shutdown(adminCtx)
 	g.Wait()
 	// Then the replicas, on theirs: the supervisor bounds each by its revision's grace period.
-	if e := stopReplicas(); e != nil {
-		log.Warn("replica shutdown", "err", e)
+	if e := stopBackground(); e != nil {
+		log.Warn("replica and model cache shutdown", "err", e)
 	}
 	return err
 }

@@ -199,14 +199,20 @@ const (
 	ImagesConfigMap = "images"
 )
 
-// ImageCommands reads the image-to-command ConfigMap: each key is an image, each value a
-// command line split on spaces.
+// ImageCommands reads the image-to-command ConfigMap. An entry's value is either
+// `IMAGE = COMMAND ARGS...` (any key: ConfigMap keys cannot hold the '/' and ':' of an image
+// reference), or `COMMAND ARGS...` with the image as the key (bare image names); command lines
+// are split on spaces.
 func ImageCommands(cm *corev1.ConfigMap) map[string][]string {
 	out := map[string][]string{}
 	if cm == nil {
 		return out
 	}
-	for image, line := range cm.Data {
+	for key, line := range cm.Data {
+		image := key
+		if img, cmd, ok := strings.Cut(line, " = "); ok {
+			image, line = strings.TrimSpace(img), cmd
+		}
 		if f := strings.Fields(line); len(f) > 0 {
 			out[image] = f
 		}

@@ -846,6 +846,11 @@ func TestImageCommands(t *testing.T) {
 			configMap("images", map[string]string{"vllm/vllm-openai:v0.9": "vllm  serve\t--port $(PORT)", "blank": "  "}),
 			map[string][]string{"vllm/vllm-openai:v0.9": {"vllm", "serve", "--port", "$(PORT)"}},
 		},
+		{
+			"IMAGE = COMMAND under any key (a valid ConfigMap key cannot hold an image reference)",
+			configMap("images", map[string]string{"sd": "registry.example.com/ai/stable-diffusion:v1 = infera model-server --model-dir /data/models"}),
+			map[string][]string{"registry.example.com/ai/stable-diffusion:v1": {"infera", "model-server", "--model-dir", "/data/models"}},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ImageCommands(tc.cm); !reflect.DeepEqual(got, tc.want) {

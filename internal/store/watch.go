@@ -38,6 +38,9 @@ type Event struct {
 	Type     EventType
 	Object   Object
 	Revision uint64
+	// Last marks the last event of its Apply: a watcher that waits for it sees every Apply
+	// whole.
+	Last bool
 }
 
 // Watch returns a channel that delivers, in order, every event with a
@@ -112,7 +115,8 @@ func (s *Store) serve(ctx context.Context, pos uint64, ch chan<- Event) {
 			}
 			continue
 		}
-		for _, ev := range batch {
+		for i, ev := range batch {
+			ev.Last = i == len(batch)-1 || batch[i+1].Revision != ev.Revision
 			select {
 			case ch <- ev:
 			case <-ctx.Done():

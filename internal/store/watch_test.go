@@ -18,7 +18,11 @@ import (
 
 // describe renders an event for comparison: "ADDED a=A gen 1 @1 rev 1".
 func describe(ev store.Event) string {
-	return fmt.Sprintf("%s %s=%s gen %d @%d rev %d", ev.Type, ev.Object.Key.Name, ev.Object.Data, ev.Object.Generation, ev.Object.Revision, ev.Revision)
+	last := ""
+	if ev.Last {
+		last = " last"
+	}
+	return fmt.Sprintf("%s %s=%s gen %d @%d rev %d%s", ev.Type, ev.Object.Key.Name, ev.Object.Data, ev.Object.Generation, ev.Object.Revision, ev.Revision, last)
 }
 
 func receive(t *testing.T, ch <-chan store.Event, n int) []string {
@@ -67,12 +71,12 @@ func TestWatchDeliversInOrder(t *testing.T) {
 		mustApply(t, s, nil, []store.Key{secret("b", "").Key})
 		mustApply(t, s, []store.Object{secret("a", "A2")}, nil) // no-op: no event
 		mustApply(t, s, []store.Object{secret("c", "C")}, nil)
-		want := []string{
+		want := []string{ // "last" marks the end of each Apply
 			"ADDED a=A gen 1 @1 rev 1",
-			"ADDED b=B gen 1 @1 rev 1",
-			"MODIFIED a=A2 gen 2 @2 rev 2",
-			"DELETED b=B gen 1 @1 rev 3", // the last state, as written at revision 1
-			"ADDED c=C gen 1 @4 rev 4",
+			"ADDED b=B gen 1 @1 rev 1 last",
+			"MODIFIED a=A2 gen 2 @2 rev 2 last",
+			"DELETED b=B gen 1 @1 rev 3 last", // the last state, as written at revision 1
+			"ADDED c=C gen 1 @4 rev 4 last",
 		}
 		if got := receive(t, ch, len(want)); !slices.Equal(got, want) {
 			t.Errorf("events:\n%q\nwant\n%q", got, want)
@@ -139,7 +143,7 @@ func TestWatchCompacted(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []string{"ADDED o3=x gen 1 @4 rev 4", "ADDED o4=x gen 1 @5 rev 5", "ADDED o5=x gen 1 @6 rev 6"}
+		want := []string{"ADDED o3=x gen 1 @4 rev 4 last", "ADDED o4=x gen 1 @5 rev 5 last", "ADDED o5=x gen 1 @6 rev 6 last"}
 		if got := receive(t, ch, 3); !slices.Equal(got, want) {
 			t.Errorf("Watch(3) = %q, want %q", got, want)
 		}
@@ -175,7 +179,7 @@ func TestWatchCompacted(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustApply(t, s, nil, []store.Key{secret("o0", "").Key})
-		if got := receive(t, ch, 1); got[0] != "DELETED o0=x gen 1 @1 rev 8" {
+		if got := receive(t, ch, 1); got[0] != "DELETED o0=x gen 1 @1 rev 8 last" {
 			t.Errorf("after reopen: %q", got)
 		}
 	})
@@ -331,7 +335,7 @@ func TestWatchFromListRevision(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := receive(t, ch, 1); got[0] != "ADDED b=B gen 1 @2 rev 2" {
+		if got := receive(t, ch, 1); got[0] != "ADDED b=B gen 1 @2 rev 2 last" {
 			t.Errorf("got %q", got)
 		}
 		expectIdle(t, ch)
