@@ -57,6 +57,9 @@ type UpConfig struct {
 	// MaxBodyBytes bounds a request body (413 beyond); 0 is unlimited.
 	MaxBodyBytes int64
 	Out          io.Writer
+	// Terminal: Out is a terminal, so dataset progress is drawn as bars in place (else plain
+	// lines every 10 s).
+	Terminal bool
 	Logger       *slog.Logger
 	// Ready, if set, is called with the gateway and admin addresses once both listen.
 	Ready func(gateway, admin string)
@@ -233,6 +236,8 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	component("controller", func() error { return ctrl.Run(ctrlCtx) })
 	component("gateway", func() error { return serve(gwSrv, gwLn) })
 	component("admin API", func() error { return serve(adminSrv, adminLn) })
+	prog := &progress{w: cfg.Out, tty: cfg.Terminal, clock: clk, list: ctrl.Datasets, plainEvery: 10 * time.Second}
+	component("progress", func() error { return prog.run(ctrlCtx) })
 
 	gwURL, adminURL := "http://"+gwLn.Addr().String(), "http://"+adminLn.Addr().String()
 	fmt.Fprintf(cfg.Out, "gateway  %s\nadmin    %s  (metrics %s/metrics)\n", gwURL, adminURL, adminURL)
