@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,16 +25,18 @@ const maxModelSize = 64 << 30
 // `init` to write the synthetic model it serves.
 func newModelServer(stdio IO) *cobra.Command {
 	var (
-		dir          string
-		port         int
-		name         string
-		parallelism  int
-		maxTokens    int
-		verify       bool
-		drainTimeout time.Duration
+		dir             string
+		port            int
+		names           []string
+		parallelism     int
+		maxTokens       int
+		loadParallelism int
+		mmap            bool
+		verify          bool
+		drainTimeout    time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "model-server --model-dir DIR [--port N] [--name NAME] [--parallelism N] [--max-tokens N] [--verify]",
+		Use:   "model-server --model-dir DIR [--port N] [--name NAME]... [--parallelism N] [--max-tokens N] [--load-parallelism N] [--mmap] [--verify]",
 		Short: "Run infera's reference model server (synthetic weights)",
 		Long: `model-server serves one model directory, written by "infera model-server init", over
 OpenAI's API (/v1/models, /v1/completions, /v1/chat/completions, streaming or not) and KServe's
@@ -44,6 +47,20 @@ The model is synthetic: its weights are deterministic pseudo-random numbers, not
 model, and the text it writes is word salad. But loading reads every weight and every token is
 a real pass over all of them, so load time, latency per token and memory behave like a real
 model of that size. Decoding is greedy: the same prompt gives the same text.
+
+It serves the model under every --name, the first the primary (the one responses use when a
+request names no model), the rest aliases: each is accepted in a request's "model", listed by
+GET /v1/models and served at /v2/models/{name}. $K_SERVICE (the Knative service's name, which
+infera's gateway routes "model" by) is always served: with no --name as the primary, with
+config.json's name as an alias, else after the --names. Outside Knative and with no --name it
+serves config.json's name. The gateway also routes the names in a Service's infera.dev/models
+annotation; give them as --name too for the server to accept them.
+
+It loads the weights with --load-parallelism large reads in flight at once (header first), into
+memory of its own (the model's size, per replica), and logs the bytes, seconds and MB/s it took
+(also in /v2/models/{name}'s parameters). --mmap maps the file instead: replicas of a model on
+one machine then share one copy in the page cache, but a cold load pages in through faults, many
+times slower over FUSE and network mounts.
 
 It listens on $PORT (Knative's runtime contract), or --port, or 8080, on all interfaces. At most
 --parallelism requests generate at once; the rest wait in arrival order. Logs are JSON lines on
@@ -58,19 +75,25 @@ flight (for at most --drain-timeout), and exits 0.`,
 			if err != nil {
 				return fail(ExitUsage, "model-server: %v", err)
 			}
-			if parallelism < 1 || maxTokens < 1 || drainTimeout <= 0 {
-				return fail(ExitUsage, "model-server: --parallelism (%d), --max-tokens (%d) and --drain-timeout (%v) must be positive",
-					parallelism, maxTokens, drainTimeout)
+			if parallelism < 1 || maxTokens < 1 || loadParallelism < 1 || drainTimeout <= 0 {
+				return fail(ExitUsage, "model-server: --parallelism (%d), --max-tokens (%d), --load-parallelism (%d) and --drain-timeout (%v) must be positive",
+					parallelism, maxTokens, loadParallelism, drainTimeout)
+			}
+			if slices.Contains(names, "") {
+				return fail(ExitUsage, "model-server: --name must not be empty")
 			}
 			cfg := modelserver.Config{
-				ModelDir:     dir,
-				Addr:         net.JoinHostPort("", strconv.Itoa(addrPort)),
-				ModelName:    name,
-				Parallelism:  parallelism,
-				MaxTokens:    maxTokens,
-				Verify:       verify,
-				DrainTimeout: drainTimeout,
-				Logger:       slog.New(slog.NewJSONHandler(stdio.ErrOut, nil)),
+				ModelDir:        dir,
+				Addr:            net.JoinHostPort("", strconv.Itoa(addrPort)),
+				Names:           names,
+				Service:         os.Getenv("K_SERVICE"),
+				Parallelism:     parallelism,
+				MaxTokens:       maxTokens,
+				LoadParallelism: loadParallelism,
+				Mmap:            mmap,
+				Verify:          verify,
+				DrainTimeout:    drainTimeout,
+				Logger:          slog.New(slog.NewJSONHandler(stdio.ErrOut, nil)),
 			}
 			if err := modelserver.Run(cmd.Context(), cfg, nil); err != nil {
 				code := ExitFailure
@@ -85,9 +108,11 @@ flight (for at most --drain-timeout), and exits 0.`,
 	f := cmd.Flags()
 	f.StringVar(&dir, "model-dir", "", "model directory written by \"infera model-server init\" (required)")
 	f.IntVar(&port, "port", 8080, "port to listen on; overrides $PORT")
-	f.StringVar(&name, "name", "", "served model name (default: the name in config.json)")
+	f.StringArrayVar(&names, "name", nil, "served model name; repeat for aliases, the first is the primary ($K_SERVICE is always served; default: it and the name in config.json)")
 	f.IntVar(&parallelism, "parallelism", 1, "requests that generate at once; more wait in FIFO order")
 	f.IntVar(&maxTokens, "max-tokens", modelserver.DefaultMaxTokens, "largest max_tokens a request may ask for")
+	f.IntVar(&loadParallelism, "load-parallelism", modelserver.DefaultLoadParallelism, "reads of the weights in flight at once while loading")
+	f.BoolVar(&mmap, "mmap", false, "map the weights instead of reading them: shared with other replicas through the page cache, slow to load over FUSE and network mounts")
 	f.BoolVar(&verify, "verify", false, "check the weights' sha256 against config.json before becoming ready")
 	f.DurationVar(&drainTimeout, "drain-timeout", modelserver.DefaultDrainTimeout, "bound on finishing requests in flight at shutdown")
 	cmd.AddCommand(newModelServerInit(stdio))

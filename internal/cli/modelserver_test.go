@@ -7,10 +7,14 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/infera-dev/infera/internal/modelserver"
 )
 
 func TestModelServerInit(t *testing.T) {
@@ -51,6 +55,8 @@ func TestModelServerUsageErrors(t *testing.T) {
 		{"no model dir", nil, "--model-dir is required"},
 		{"bad port", []string{"--model-dir", "x", "--port", "70000"}, "--port 70000 is out of range"},
 		{"bad parallelism", []string{"--model-dir", "x", "--parallelism", "0"}, "must be positive"},
+		{"bad load parallelism", []string{"--model-dir", "x", "--load-parallelism", "0"}, "--load-parallelism (0)"},
+		{"empty name", []string{"--model-dir", "x", "--name", "a", "--name", ""}, "--name must not be empty"},
 		{"stray argument", []string{"serve"}, `unknown command "serve"`},
 	}
 	for _, tt := range tests {
@@ -95,54 +101,135 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
-// TestModelServerServe runs the server command through Main on a port from
-// $PORT (0: any free one), finds its address in the JSON log, asks it for
-// its health, and stops it as a signal would: exit 0.
-func TestModelServerServe(t *testing.T) {
-	dir := t.TempDir()
-	if code := Main(context.Background(), []string{"model-server", "init", dir, "--size", "1Mi"}, IO{Out: io.Discard, ErrOut: io.Discard}); code != 0 {
-		t.Fatalf("init: exit %d", code)
-	}
+// serveModel runs the server command through Main on a port from $PORT (0:
+// any free one) and returns its address from the JSON log, the log's "model
+// loaded" record, and stop, which cancels it as a signal would and returns
+// its exit code.
+func serveModel(t *testing.T, args ...string) (addr string, loaded map[string]any, stop func() int) {
+	t.Helper()
 	t.Setenv("PORT", "0")
 	logR, logW := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	exit := make(chan int, 1)
 	go func() {
-		exit <- Main(ctx, []string{"model-server", "--model-dir", dir, "--name", "served"}, IO{Out: io.Discard, ErrOut: logW})
+		exit <- Main(ctx, append([]string{"model-server"}, args...), IO{Out: io.Discard, ErrOut: logW})
 		logW.Close()
 	}()
-
 	lines := bufio.NewScanner(logR)
-	var addr string
 	for addr == "" && lines.Scan() {
 		var rec map[string]any
 		if err := json.Unmarshal(lines.Bytes(), &rec); err != nil {
 			t.Fatalf("log line is not JSON: %q", lines.Text())
 		}
-		if rec["msg"] == "model server ready" {
+		switch rec["msg"] {
+		case "model loaded":
+			loaded = rec
+		case "model server ready":
 			addr, _ = rec["addr"].(string)
 		}
 	}
 	if addr == "" {
+		cancel()
 		t.Fatalf("no ready line in the log (exit %d)", <-exit)
 	}
 	go io.Copy(io.Discard, logR) // the rest of the log
+	var once sync.Once
+	code := -1
+	stop = func() int {
+		once.Do(func() { cancel(); code = <-exit })
+		return code
+	}
+	t.Cleanup(func() { stop() })
+	return addr, loaded, stop
+}
 
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
 	client := &http.Client{Transport: &http.Transport{}}
-	resp, err := client.Get("http://" + addr + "/v1/models")
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	client.CloseIdleConnections()
-	if resp.StatusCode != 200 || !strings.Contains(string(b), `"id":"served"`) {
-		t.Errorf("GET /v1/models: %d %s", resp.StatusCode, b)
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("GET %s: %d %s: %v", url, resp.StatusCode, b, err)
 	}
-	cancel()
-	if code := <-exit; code != ExitOK {
+	return resp.StatusCode
+}
+
+// TestModelServerServe serves a model, asks it for its models, and stops it
+// as a signal would: exit 0.
+func TestModelServerServe(t *testing.T) {
+	dir := t.TempDir()
+	if code := Main(context.Background(), []string{"model-server", "init", dir, "--size", "1Mi"}, IO{Out: io.Discard, ErrOut: io.Discard}); code != 0 {
+		t.Fatalf("init: exit %d", code)
+	}
+	t.Setenv("K_SERVICE", "")
+	addr, _, stop := serveModel(t, "--model-dir", dir, "--name", "served")
+	var list struct {
+		Data []struct{ ID string }
+	}
+	if code := getJSON(t, "http://"+addr+"/v1/models", &list); code != 200 || len(list.Data) != 1 || list.Data[0].ID != "served" {
+		t.Errorf("GET /v1/models: %d %+v", code, list)
+	}
+	if code := stop(); code != ExitOK {
 		t.Errorf("exit %d after the signal, want 0", code)
+	}
+}
+
+// TestModelServerNames: the names served, from --name (several), $K_SERVICE
+// and config.json; and the load's flags and figures in the log and the v2
+// metadata.
+func TestModelServerNames(t *testing.T) {
+	dir := t.TempDir()
+	if code := Main(context.Background(), []string{"model-server", "init", dir, "--size", "1Mi", "--name", "llm"}, IO{Out: io.Discard, ErrOut: io.Discard}); code != 0 {
+		t.Fatalf("init: exit %d", code)
+	}
+	tests := []struct {
+		name       string
+		kService   string
+		args       []string
+		want       []string
+		wantMethod string
+		wantPar    float64
+	}{
+		{"config.json's name", "", nil, []string{"llm"}, "read", float64(modelserver.DefaultLoadParallelism)},
+		{"K_SERVICE first", "chat", nil, []string{"chat", "llm"}, "read", float64(modelserver.DefaultLoadParallelism)},
+		{"--name twice", "", []string{"--name", "a", "--name", "org/b"}, []string{"a", "org/b"}, "read", float64(modelserver.DefaultLoadParallelism)},
+		{"--name and K_SERVICE", "chat", []string{"--name", "a"}, []string{"a", "chat"}, "read", float64(modelserver.DefaultLoadParallelism)},
+		{"--load-parallelism --mmap", "", []string{"--load-parallelism", "3", "--mmap"}, []string{"llm"}, "mmap", 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("K_SERVICE", tt.kService)
+			addr, loaded, _ := serveModel(t, append([]string{"--model-dir", dir}, tt.args...)...)
+			var list struct {
+				Object string
+				Data   []struct{ ID, Object string }
+			}
+			if code := getJSON(t, "http://"+addr+"/v1/models", &list); code != 200 || list.Object != "list" || len(list.Data) != len(tt.want) {
+				t.Fatalf("GET /v1/models: %d %+v; want %q", code, list, tt.want)
+			}
+			for i, m := range list.Data {
+				if m.ID != tt.want[i] || m.Object != "model" {
+					t.Errorf("model %d: %+v, want id %q", i, m, tt.want[i])
+				}
+			}
+			var md struct {
+				Name       string
+				Parameters map[string]any
+			}
+			if code := getJSON(t, "http://"+addr+"/v2/models/"+url.PathEscape(tt.want[len(tt.want)-1]), &md); code != 200 ||
+				md.Name != tt.want[len(tt.want)-1] || md.Parameters["load_method"] != tt.wantMethod || md.Parameters["load_parallelism"] != tt.wantPar {
+				t.Errorf("v2 metadata %+v", md)
+			}
+			if loaded["model"] != tt.want[0] || loaded["load_method"] != tt.wantMethod || loaded["load_parallelism"] != tt.wantPar ||
+				!(loaded["bytes"].(float64) > 0) || !(loaded["seconds"].(float64) > 0) || !(loaded["mb_per_s"].(float64) > 0) {
+				t.Errorf("model loaded log record %v", loaded)
+			}
+		})
 	}
 }
 

@@ -13,6 +13,8 @@
 // revision). Otherwise POST /v1/... routes by the "model" field of its JSON body: the gateway
 // reads at most ModelPeekBytes of it and replays those bytes ahead of the rest, so the
 // replica reads the body unchanged and still streamed. A host match wins over a model match.
+// GET /v1/models[/{id}] on a Host no route has is the gateway's own OpenAI model list of every
+// model it routes by name, answered from the routing table without waking anything (models.go).
 //
 // Slots: every request takes a slot on one ready replica before it is forwarded and gives it
 // back when its response ends. Which queue a request waits in follows Knative:

@@ -46,6 +46,9 @@ var (
 	ErrBodyTooLarge = errors.New("gateway: request body too large")
 	// ErrBadGateway: the replica could not be reached or broke the exchange (502).
 	ErrBadGateway = errors.New("gateway: bad gateway")
+	// ErrModelNotFound: GET /v1/models/{id} on the gateway's own address names no model it
+	// routes (404, in OpenAI's shape: invalid_request_error, param model, code model_not_found).
+	ErrModelNotFound = errors.New("gateway: model not found")
 )
 
 // Causes of a request's context ending, for telling the timeouts apart.
@@ -66,6 +69,9 @@ type Config struct {
 	// OnDemand is called at most once per cold episode (from the first request that finds the
 	// revision with no ready endpoint until endpoints appear), on the request's goroutine and
 	// outside every lock: it must not block (a non-blocking channel send is the intended use).
+	// The call stands for the stat Knative's activator sends at once for such a request: one
+	// request in flight and one arrival, at the time of the call. That request is also in the
+	// revision's next Collect; the autoscaler, which records both, leaves it out there.
 	OnDemand   func(workload.RevisionID)
 	RequestLog *RequestLogger        // optional: one line per request
 	Registerer prometheus.Registerer // optional: Knative's request metrics

@@ -638,6 +638,36 @@ func TestStats(t *testing.T) {
 	}
 }
 
+// TestOnDemandIsTheFirstRequestStat: OnDemand comes as the first cold request arrives, on the
+// injected clock, and that request is counted in the revision's next Collect too (the
+// autoscaler, which records both, leaves it out there).
+func TestOnDemandIsTheFirstRequestStat(t *testing.T) {
+	clk := testutil.NewFakeClock(time.Unix(1000, 0))
+	at := func(sec float64) time.Time { return time.Unix(1000, 0).Add(time.Duration(sec * float64(time.Second))) }
+	demands := make(chan time.Time, 2)
+	rg := newRig(t, Config{Clock: clk, OnDemand: func(workload.RevisionID) { demands <- clk.Now() }})
+	id := rg.service("cold", workload.Revision{})
+	clk.Set(at(0.25))
+	res := rg.goDo(rg.newRequest(context.Background(), "GET", "cold.default.localhost", "/", ""))
+	if got := <-demands; !got.Equal(at(0.25)) {
+		t.Fatalf("OnDemand at %v, want the arrival %v", got, at(0.25))
+	}
+	eventually(t, "held", func() bool { return rg.g.Queued(id) == 1 })
+	clk.Set(at(0.75))
+	rg.g.SetEndpoints(id, []workload.Endpoint{backend(t, "r1", named("r1"))})
+	if r := <-res; r.code != 200 {
+		t.Fatalf("held request: %d %v", r.code, r.err)
+	}
+	eventually(t, "counted out", func() bool { return rg.active(id) == 0 })
+	got := rg.g.Collect(at(2))
+	if len(got) != 1 || !got[0].Time.Equal(at(1)) || got[0].Requests != 1 || abs(got[0].Concurrency-0.5) > 1e-9 {
+		t.Fatalf("Collect = %+v, want the held request: 1 arrival, 0.5 in flight in the second to %v", got, at(1))
+	}
+	if len(demands) != 0 {
+		t.Fatal("OnDemand called again in the same cold episode")
+	}
+}
+
 func abs(f float64) float64 {
 	if f < 0 {
 		return -f

@@ -79,6 +79,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, max)
 	}
+	if g.serveModels(c) { // the gateway's own GET /v1/models, on a Host no route has
+		return
+	}
 	id, err := g.resolve(r)
 	if err != nil {
 		c.fail(err)
@@ -528,6 +531,13 @@ func writeError(w http.ResponseWriter, err error) int {
 		// Knative queue-proxy: http.Error(w, "pending request queue full", 503).
 		http.Error(w, ErrRequestQueueFull.Error(), http.StatusServiceUnavailable)
 		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrModelNotFound):
+		// OpenAI's answer for an unknown model, which its clients recognise.
+		h.Set("Content-Type", "application/json")
+		h.Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"error":{"message":`+jsonString(err.Error())+`,"type":"invalid_request_error","param":"model","code":"model_not_found"}}`+"\n") //nolint:errcheck
+		return http.StatusNotFound
 	case errors.Is(err, ErrNoRoute):
 		code, kind = http.StatusNotFound, "not_found"
 	case errors.Is(err, ErrActivatorQueueFull), errors.Is(err, ErrRevisionUnknown), errors.Is(err, ErrRevisionRemoved):

@@ -17,6 +17,7 @@ import (
 type table struct {
 	hosts  map[string]*split // service host and tag hosts
 	models map[string]*split
+	list   []listedModel // GET /v1/models (models.go), by id
 }
 
 // split picks a revision for each request in the route's proportions by smooth weighted round
@@ -106,6 +107,7 @@ func (g *Gateway) SetRoutes(routes []workload.Route) {
 			t.hosts[strings.ToLower(tagHost(tg.Tag, rt))] = &split{cycle: []workload.RevisionID{tg.Revision}}
 		}
 	}
+	t.list = modelList(routes, g.routes.Load().list, g.clock.Now().Unix())
 	g.routes.Store(t)
 }
 

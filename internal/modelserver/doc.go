@@ -25,12 +25,20 @@
 //
 // # Real work
 //
-// Load memory-maps the weights read-only (the page cache holds one copy for
-// every server of the model), checks the header strictly against the file
-// and config.json, and reads every weight once, rejecting any that is not
-// finite, so load time grows with size. Config.Verify also hashes the
-// file. Every generated token then does what a decoding step of an LLM
-// does: a matrix-vector product through every layer and the output
+// Load reads the header first (one read), checks it strictly against the
+// file's size and config.json, and only then reads the weights as the
+// fastest loaders do: LoadOptions.Parallelism (DefaultLoadParallelism) large
+// reads in flight at once, handed out front to back, into anonymous memory
+// (on Linux in huge pages, and read-only once loaded), each chunk checked
+// for non-finite values as it lands, so load time grows with size. A page
+// fault through a mapping fetches a small piece at a time, reported 30 to 50
+// times slower over FUSE and network mounts; LoadOptions.Mmap still maps the
+// file instead, for replicas of a model on one machine to share the page
+// cache's copy. Model.LoadStats (in the log and in /v2/models/{m}'s parameters) says
+// bytes, seconds and MB/s; BenchmarkLoad measures them against a plain
+// sequential read of the same files. Config.Verify also hashes the file.
+// Every generated token then does what a decoding step of an LLM does: a
+// matrix-vector product through every layer and the output
 // projection, reading every weight once; a large layer's rows are split
 // among the CPUs. Decoding is memory-bound, and latency per token grows
 // with the model's size. The next token is sampled
@@ -40,14 +48,16 @@
 //
 // # Serving
 //
-// Run serves one model on one address:
+// Run serves one model on one address, under every name in Config.Names
+// (the first the primary), or by default under Config.Service ($K_SERVICE,
+// the name the gateway routes "model" by) and config.json's name:
 //
 //	GET  /health                          200 once loaded; 503 loading or draining
 //	GET  /v1/models, /v1/models/{m}       OpenAI model list and model
 //	POST /v1/completions                  OpenAI completions, stream or not
 //	POST /v1/chat/completions             OpenAI chat completions, stream or not
 //	GET  /v2, /v2/health/live, /v2/health/ready
-//	GET  /v2/models/{m}[/versions/1][/ready]
+//	GET  /v2/models/{m}[/versions/1][/ready]   metadata with the load's figures in "parameters"
 //	POST /v2/models/{m}[/versions/1]/infer   KServe v2 (see kserve.go for the tensors)
 //
 // Config.Parallelism requests generate at once; the rest wait in a FIFO
@@ -72,5 +82,5 @@
 // infera's supervisor) stops routing to a replica and waits for it to drain
 // before the container gets SIGTERM, so the server stops accepting at once,
 // answers not ready on connections still open, finishes what is in flight,
-// then stops. The weights are unmapped only once no request uses them.
+// then stops. The weights are released only once no request uses them.
 package modelserver

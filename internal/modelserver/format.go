@@ -56,25 +56,48 @@ type header struct {
 }
 
 // parseHeader parses the header of the safetensors file whose complete
-// contents are file, and checks it strictly: the length is in bounds, the JSON
-// is valid with no duplicate or unknown keys, every dtype is known, every
-// tensor's byte length is its shape times its element size, and the tensors
-// tile the data section exactly, which ends where the file ends.
+// contents are file; see parseHeaderPrefix.
 func parseHeader(file []byte) (header, error) {
-	if len(file) < 8 {
-		return header{}, fmt.Errorf("%w: file is %d bytes, too short for the 8-byte header length", ErrInvalidModel, len(file))
+	return parseHeaderPrefix(file, int64(len(file)))
+}
+
+// headerLen reads the JSON header's length from the first 8 bytes of a
+// safetensors file of size bytes, and checks it is in bounds: the loader
+// reads that much more before it reads any weight.
+func headerLen(first8 []byte, size int64) (int64, error) {
+	if size < 8 || len(first8) < 8 {
+		return 0, fmt.Errorf("%w: file is %d bytes, too short for the 8-byte header length", ErrInvalidModel, size)
 	}
-	n := binary.LittleEndian.Uint64(file)
-	rest := uint64(len(file) - 8)
+	n := binary.LittleEndian.Uint64(first8)
+	rest := uint64(size - 8)
 	switch {
 	case n > maxHeaderLen:
-		return header{}, fmt.Errorf("%w: header length %d exceeds the limit of %d bytes", ErrInvalidModel, n, maxHeaderLen)
+		return 0, fmt.Errorf("%w: header length %d exceeds the limit of %d bytes", ErrInvalidModel, n, maxHeaderLen)
 	case n > rest:
-		return header{}, fmt.Errorf("%w: header length %d exceeds the %d bytes that follow it (file truncated?)", ErrInvalidModel, n, rest)
+		return 0, fmt.Errorf("%w: header length %d exceeds the %d bytes that follow it (file truncated?)", ErrInvalidModel, n, rest)
 	case n < 2:
-		return header{}, fmt.Errorf("%w: header length %d is too small for a JSON object", ErrInvalidModel, n)
+		return 0, fmt.Errorf("%w: header length %d is too small for a JSON object", ErrInvalidModel, n)
 	}
-	js := file[8 : 8+n]
+	return int64(n), nil
+}
+
+// parseHeaderPrefix parses the header of a safetensors file of size bytes
+// from prefix, the file's first bytes (at least the 8-byte length and the
+// JSON header; the weights after them are not looked at), and checks it
+// strictly: the length is in bounds, the JSON is valid with no duplicate or
+// unknown keys, every dtype is known, every tensor's byte length is its
+// shape times its element size, and the tensors tile the data section
+// exactly, which ends where the file ends.
+func parseHeaderPrefix(prefix []byte, size int64) (header, error) {
+	n, err := headerLen(prefix, size)
+	if err != nil {
+		return header{}, err
+	}
+	if int64(len(prefix)) < 8+n {
+		return header{}, fmt.Errorf("%w: header of %d bytes, but only %d were read", ErrInvalidModel, n, len(prefix)-8)
+	}
+	rest := size - 8
+	js := prefix[8 : 8+n]
 	if js[0] != '{' {
 		return header{}, fmt.Errorf("%w: header does not start with '{'", ErrInvalidModel)
 	}
@@ -82,7 +105,7 @@ func parseHeader(file []byte) (header, error) {
 	if err != nil {
 		return header{}, fmt.Errorf("%w: header: %w", ErrInvalidModel, err)
 	}
-	dataLen := int64(rest - n)
+	dataLen := rest - n
 	for _, t := range tensors {
 		if t.End > dataLen {
 			return header{}, fmt.Errorf("%w: tensor %q: data_offsets [%d, %d] reach past the end of the %d-byte data section (file truncated?)",
@@ -107,7 +130,7 @@ func parseHeader(file []byte) (header, error) {
 	if at != dataLen {
 		return header{}, fmt.Errorf("%w: tensors cover %d bytes but the data section is %d bytes", ErrInvalidModel, at, dataLen)
 	}
-	return header{Metadata: md, Tensors: tensors, DataStart: int64(8 + n)}, nil
+	return header{Metadata: md, Tensors: tensors, DataStart: 8 + n}, nil
 }
 
 // decodeHeaderJSON decodes the header object key by key so that duplicate

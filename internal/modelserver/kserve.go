@@ -88,26 +88,35 @@ func (s *server) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, map[string]bool{"ready": ready})
 }
 
-// kserveModel returns the model the path names, with its version, if any.
-func (s *server) kserveModel(r *http.Request) (*Model, *httpError) {
+// kserveModel returns the model the path names, with its version, if any,
+// and the name it was asked by.
+func (s *server) kserveModel(r *http.Request) (*Model, string, *httpError) {
 	name := r.PathValue("model")
-	m, herr := s.loaded(name)
+	m, name, herr := s.loaded(name)
 	if herr != nil {
-		return nil, herr
+		return nil, "", herr
 	}
 	if v := r.PathValue("version"); v != "" && v != modelVersion {
-		return nil, &httpError{status: http.StatusNotFound, msg: fmt.Sprintf("model %q has no version %q, only %q", name, v, modelVersion)}
+		return nil, "", &httpError{status: http.StatusNotFound, msg: fmt.Sprintf("model %q has no version %q, only %q", name, v, modelVersion)}
 	}
-	return m, nil
+	return m, name, nil
 }
 
+// handleModelMetadata answers the v2 model metadata. Its optional
+// "parameters" (flat, string, number or boolean values, as the protocol's
+// $parameters are) tell how the model was loaded: load_method ("read" or
+// "mmap"), load_parallelism, load_bytes, load_seconds and load_mb_per_s
+// (10^6 bytes a second), verified, and served_names (comma-separated,
+// primary first).
 func (s *server) handleModelMetadata(w http.ResponseWriter, r *http.Request) {
-	if _, herr := s.kserveModel(r); herr != nil {
+	m, name, herr := s.kserveModel(r)
+	if herr != nil {
 		writeKServeError(w, herr)
 		return
 	}
+	st := m.LoadStats()
 	writeJSON(w, http.StatusOK, map[string]any{
-		"name":     s.name,
+		"name":     name,
 		"versions": []string{modelVersion},
 		"platform": "infera-synthetic",
 		"inputs": []tensorMetadata{
@@ -119,11 +128,21 @@ func (s *server) handleModelMetadata(w http.ResponseWriter, r *http.Request) {
 			{Name: "text_output", Datatype: "BYTES", Shape: []int64{-1}},
 			{Name: "output_ids", Datatype: "INT32", Shape: []int64{-1, -1}},
 		},
+		"parameters": map[string]any{
+			"load_method":      st.Method,
+			"load_parallelism": st.Parallelism,
+			"load_bytes":       st.Bytes,
+			"load_seconds":     st.Duration.Seconds(),
+			"load_mb_per_s":    st.MBPerSecond(),
+			"verified":         s.cfg.Verify,
+			"served_names":     strings.Join(s.names, ","),
+		},
 	})
 }
 
 func (s *server) handleModelReady(w http.ResponseWriter, r *http.Request) {
-	if _, herr := s.kserveModel(r); herr != nil {
+	_, name, herr := s.kserveModel(r)
+	if herr != nil {
 		writeKServeError(w, herr)
 		return
 	}
@@ -132,7 +151,7 @@ func (s *server) handleModelReady(w http.ResponseWriter, r *http.Request) {
 	if !ready {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"name": s.name, "ready": ready})
+	writeJSON(w, code, map[string]any{"name": name, "ready": ready})
 }
 
 func (s *server) handleInfer(w http.ResponseWriter, r *http.Request) {
@@ -145,7 +164,7 @@ func (s *server) handleInfer(w http.ResponseWriter, r *http.Request) {
 		writeKServeError(w, herr)
 		return
 	}
-	m, herr := s.kserveModel(r)
+	m, name, herr := s.kserveModel(r)
 	if herr != nil {
 		writeKServeError(w, herr)
 		return
@@ -163,7 +182,7 @@ func (s *server) handleInfer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	resp := inferResponse{ModelName: s.name, ModelVersion: modelVersion, ID: req.ID}
+	resp := inferResponse{ModelName: name, ModelVersion: modelVersion, ID: req.ID}
 	u := usageOf(results)
 	resp.Parameters = map[string]any{
 		"prompt_tokens": u.PromptTokens, "completion_tokens": u.CompletionTokens, "finish_reason": results[0].finish,

@@ -8,117 +8,30 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
-	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
-	"unsafe"
 )
 
-// Model is a loaded synthetic model: the weights memory-mapped read-only
-// from model.safetensors, and the tokenizer. It is safe for concurrent use;
-// Close unmaps the weights, after which no Sequence of it may run.
+// Model is a loaded synthetic model: the weights, read into memory of its
+// own (or mapped read-only from model.safetensors), and the tokenizer. It is
+// safe for concurrent use; Close releases the weights, after which no
+// Sequence of it may run.
 type Model struct {
-	info   Info
-	vocab  *vocab
-	hidden int
-	file   []byte
-	unmap  func() error
-	embed  []float32   // [vocab][hidden]
-	layers [][]float32 // each [hidden][hidden], row-major
-	head   []float32   // [hidden][vocab]
+	info    Info
+	stats   LoadStats
+	vocab   *vocab
+	hidden  int
+	file    []byte // the whole weights file, header included
+	release func() error
+	embed   []float32   // [vocab][hidden]
+	layers  [][]float32 // each [hidden][hidden], row-major
+	head    []float32   // [hidden][vocab]
 
 	closeOnce sync.Once
 	closeErr  error
-}
-
-// Load maps the model in dir, checks it, and reads every weight once
-// (rejecting NaN and ±Inf), so that the time it takes grows with the
-// model's size as a real server's does. It does not hash the weights;
-// Verify does.
-func Load(dir string) (*Model, error) {
-	return load(context.Background(), dir)
-}
-
-func load(ctx context.Context, dir string) (*Model, error) {
-	m, err := open(ctx, dir)
-	if err != nil {
-		return nil, fmt.Errorf("modelserver: load %s: %w", dir, err)
-	}
-	return m, nil
-}
-
-func open(ctx context.Context, dir string) (_ *Model, err error) {
-	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
-		return nil, fmt.Errorf("safetensors data is little-endian and this machine is not")
-	}
-	cfg, err := readConfig(filepath.Join(dir, ConfigFile))
-	if err != nil {
-		return nil, err
-	}
-	tokPath := filepath.Join(dir, TokenizerFile)
-	voc, err := readTokenizer(tokPath)
-	if err != nil {
-		return nil, err
-	}
-	if len(voc.words) != cfg.VocabSize {
-		return nil, fmt.Errorf("%w: %s has %d tokens, config.json says vocab_size %d", ErrInvalidModel, tokPath, len(voc.words), cfg.VocabSize)
-	}
-
-	path := filepath.Join(dir, WeightsFile)
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidModel, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() < 8 || st.Size() > math.MaxInt {
-		return nil, fmt.Errorf("%w: %s: file is %d bytes, too short for a safetensors file", ErrInvalidModel, path, st.Size())
-	}
-	data, unmap, err := mapFile(f, int(st.Size()))
-	if err != nil {
-		return nil, fmt.Errorf("mmap %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			unmap()
-		}
-	}()
-	h, err := parseHeader(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if err := checkAgainstConfig(h, cfg, st.Size()); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidModel, path, err)
-	}
-
-	m := &Model{
-		info:   newInfo(dir, cfg, h.Tensors),
-		vocab:  voc,
-		hidden: cfg.HiddenSize,
-		file:   data,
-		unmap:  unmap,
-	}
-	views := make([][]float32, len(h.Tensors))
-	for i, t := range h.Tensors {
-		b := data[h.DataStart+t.Begin : h.DataStart+t.End]
-		if uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 != 0 {
-			return nil, fmt.Errorf("%w: %s: tensor %q is not 4-byte aligned in the file", ErrInvalidModel, path, t.Name)
-		}
-		views[i] = unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4)
-	}
-	m.embed, m.layers, m.head = views[0], views[1:len(views)-1], views[len(views)-1]
-
-	if err := m.check(ctx); err != nil {
-		return nil, err
-	}
-	return m, nil
 }
 
 // checkAgainstConfig checks that the weights file holds exactly the tensors
@@ -162,42 +75,13 @@ func checkAgainstConfig(h header, cfg modelConfig, size int64) error {
 	return nil
 }
 
-// check reads every weight once, as a real server does when it copies its
-// weights to the device, and rejects any that is not finite (NaN or ±Inf):
-// Init writes none, and one would poison every logit after it. A fault (the
-// file was truncated under the mapping) becomes an error instead of a crash.
-func (m *Model) check(ctx context.Context) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %s: fault reading the mapped file (changed on disk?): %v", ErrInvalidModel, m.info.Weights, r)
-		}
-	}()
-	const chunk = 4 << 20 // values between checks of ctx
-	for t, w := range m.tensors() {
-		bits := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(w))), len(w))
-		for off := 0; off < len(bits); off += chunk {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			for i, b := range bits[off:min(off+chunk, len(bits))] {
-				if b&0x7f800000 == 0x7f800000 { // exponent all ones: NaN or ±Inf
-					return fmt.Errorf("%w: %s: tensor %q: value %d is %v", ErrInvalidModel, m.info.Weights,
-						m.info.Tensors[t].Name, off+i, math.Float32frombits(b))
-				}
-			}
-		}
-	}
-	return nil
-}
-
 // tensors returns the weights in file order, as m.info.Tensors lists them.
 func (m *Model) tensors() [][]float32 {
 	return slices.Concat([][]float32{m.embed}, m.layers, [][]float32{m.head})
 }
 
-// scan feeds the mapped file front to back to sum, turning a fault into an
-// error as check does.
+// scan feeds the weights file front to back to sum, turning a fault on a
+// mapping into an error as fill does.
 func (m *Model) scan(ctx context.Context, sum func([]byte)) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
@@ -232,9 +116,12 @@ func (m *Model) verify(ctx context.Context) error {
 // Info describes the model.
 func (m *Model) Info() Info { return m.info }
 
-// Close unmaps the weights.
+// LoadStats says how the model was loaded and what it took.
+func (m *Model) LoadStats() LoadStats { return m.stats }
+
+// Close releases the weights' memory (or mapping).
 func (m *Model) Close() error {
-	m.closeOnce.Do(func() { m.closeErr = m.unmap() })
+	m.closeOnce.Do(func() { m.closeErr = m.release() })
 	return m.closeErr
 }
 

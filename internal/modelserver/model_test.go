@@ -55,7 +55,7 @@ func TestLoadErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := newModelDir(t, 1<<20)
 			tt.break_(t, dir)
-			m, err := Load(dir)
+			m, err := Load(context.Background(), dir, LoadOptions{})
 			if err == nil {
 				m.Close()
 				t.Fatal("Load succeeded")
@@ -74,7 +74,7 @@ func TestLoadErrors(t *testing.T) {
 
 func TestVerify(t *testing.T) {
 	dir := newModelDir(t, 1<<20)
-	m, err := Load(dir)
+	m, err := Load(context.Background(), dir, LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestVerify(t *testing.T) {
 
 	// A finite value changed: loads, but the checksum says no.
 	patchWeights(t, dir, 2, math.Float32bits(0.125))
-	m, err = Load(dir)
+	m, err = Load(context.Background(), dir, LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestVerify(t *testing.T) {
 // changes what is generated, so each token really passes over them.
 func TestTokenReadsEveryWeight(t *testing.T) {
 	gen := func(dir string) []int {
-		m, err := Load(dir)
+		m, err := Load(context.Background(), dir, LoadOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,7 +135,7 @@ func TestTokenReadsEveryWeight(t *testing.T) {
 // TestSplitSameResult: how many CPUs share a token's work does not change
 // the tokens.
 func TestSplitSameResult(t *testing.T) {
-	m, err := Load(newModelDir(t, 16<<20)) // layers of 3 MiB: split
+	m, err := Load(context.Background(), newModelDir(t, 16<<20), LoadOptions{}) // layers of 3 MiB: split
 	if err != nil {
 		t.Fatal(err)
 	}

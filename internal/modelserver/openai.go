@@ -152,23 +152,28 @@ func writeOpenAIError(w http.ResponseWriter, e *httpError) {
 }
 
 func (s *server) handleModels(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.loaded(""); err != nil {
+	if _, _, err := s.loaded(""); err != nil {
 		writeOpenAIError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []any{s.modelObject()}})
+	data := make([]any, len(s.names))
+	for i, name := range s.names {
+		data[i] = s.modelObject(name)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 }
 
 func (s *server) handleModel(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.loaded(r.PathValue("model")); err != nil {
+	_, name, err := s.loaded(r.PathValue("model"))
+	if err != nil {
 		writeOpenAIError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.modelObject())
+	writeJSON(w, http.StatusOK, s.modelObject(name))
 }
 
-func (s *server) modelObject() map[string]any {
-	return map[string]any{"id": s.name, "object": "model", "created": s.created, "owned_by": "infera",
+func (s *server) modelObject(name string) map[string]any {
+	return map[string]any{"id": name, "object": "model", "created": s.created, "owned_by": "infera",
 		"max_model_len": maxContext}
 }
 
@@ -205,23 +210,25 @@ func checkStop(stop stringList) ([]string, *httpError) {
 
 // acceptOpenAI decodes an OpenAI request into req, finds the model it names (model reads it
 // after decoding) and builds its job; on any error it writes OpenAI's error and returns false.
+// The name returned is the one to answer with: the request's, or the primary name if it gave
+// none.
 func acceptOpenAI[Req any](s *server, w http.ResponseWriter, r *http.Request, req *Req, model func() string,
-	build func(*Model, *Req) (job, *httpError)) (*Model, job, bool) {
+	build func(*Model, *Req) (job, *httpError)) (*Model, string, job, bool) {
 	if err := decodeBody(w, r, req); err != nil {
 		writeOpenAIError(w, err)
-		return nil, job{}, false
+		return nil, "", job{}, false
 	}
-	m, herr := s.loaded(model())
+	m, name, herr := s.loaded(model())
 	if herr != nil {
 		writeOpenAIError(w, herr)
-		return nil, job{}, false
+		return nil, "", job{}, false
 	}
 	j, herr := build(m, req)
 	if herr != nil {
 		writeOpenAIError(w, herr)
-		return nil, job{}, false
+		return nil, "", job{}, false
 	}
-	return m, j, true
+	return m, name, j, true
 }
 
 // generateAll runs a non-streamed job; on failure it writes OpenAI's error (unless the client
@@ -239,11 +246,11 @@ func (s *server) generateAll(w http.ResponseWriter, r *http.Request, m *Model, j
 
 func (s *server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	var req completionRequest
-	m, j, ok := acceptOpenAI(s, w, r, &req, func() string { return req.Model }, s.completionJob)
+	m, name, j, ok := acceptOpenAI(s, w, r, &req, func() string { return req.Model }, s.completionJob)
 	if !ok {
 		return
 	}
-	resp := completionResponse{ID: "cmpl-" + rand.Text(), Object: "text_completion", Created: time.Now().Unix(), Model: s.name}
+	resp := completionResponse{ID: "cmpl-" + rand.Text(), Object: "text_completion", Created: time.Now().Unix(), Model: name}
 	if !req.Stream {
 		results, ok := s.generateAll(w, r, m, j)
 		if !ok {
@@ -342,11 +349,11 @@ func parsePrompts(m *Model, raw json.RawMessage) ([]Prompt, *httpError) {
 
 func (s *server) handleChatCompletions(w http.ResponseWriter, r *http.Request) {
 	var req chatRequest
-	m, j, ok := acceptOpenAI(s, w, r, &req, func() string { return req.Model }, s.chatJob)
+	m, name, j, ok := acceptOpenAI(s, w, r, &req, func() string { return req.Model }, s.chatJob)
 	if !ok {
 		return
 	}
-	resp := chatResponse{ID: "chatcmpl-" + rand.Text(), Object: "chat.completion", Created: time.Now().Unix(), Model: s.name}
+	resp := chatResponse{ID: "chatcmpl-" + rand.Text(), Object: "chat.completion", Created: time.Now().Unix(), Model: name}
 	if !req.Stream {
 		results, ok := s.generateAll(w, r, m, j)
 		if !ok {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,14 +17,26 @@ import (
 
 // Config configures Run. Every knob is explicit: Run reads no environment.
 type Config struct {
-	ModelDir     string        // written by Init; required
-	Addr         string        // listen address, ":8080" if empty
-	ModelName    string        // served model name; config.json's name if empty
-	Parallelism  int           // requests generating at once, 1 if 0; more wait in FIFO order
-	MaxTokens    int           // largest max_tokens a request may ask for, 4096 if 0
-	Verify       bool          // hash the weights against config.json before becoming ready
-	DrainTimeout time.Duration // bound on finishing in-flight requests at shutdown, 30s if 0
-	Logger       *slog.Logger  // discards if nil
+	ModelDir string // written by Init; required
+	Addr     string // listen address, ":8080" if empty
+	// Names are the served model names, the primary first: the name responses
+	// and logs use when a request names none. Each is accepted in a request's
+	// "model", listed by GET /v1/models and served under /v2/models/{name}.
+	// If empty, see Service.
+	Names []string
+	// Service is the Knative service the server runs in ($K_SERVICE), the
+	// name the gateway routes a request's "model" by, so it is always
+	// served: with no Names as the primary name, config.json's name an alias
+	// (clients of either work), else as the last alias. With neither,
+	// config.json's name is the only one.
+	Service         string
+	Parallelism     int           // requests generating at once, 1 if 0; more wait in FIFO order
+	MaxTokens       int           // largest max_tokens a request may ask for, 4096 if 0
+	LoadParallelism int           // reads of the weights in flight at once, DefaultLoadParallelism if 0
+	Mmap            bool          // map the weights instead of reading them (LoadOptions.Mmap)
+	Verify          bool          // hash the weights against config.json before becoming ready
+	DrainTimeout    time.Duration // bound on finishing in-flight requests at shutdown, 30s if 0
+	Logger          *slog.Logger  // discards if nil
 
 	hooks *hooks // tests only
 }
@@ -42,9 +55,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ModelDir == "" {
 		return c, errors.New("modelserver: config: ModelDir is required")
 	}
-	if c.Parallelism < 0 || c.MaxTokens < 0 || c.DrainTimeout < 0 {
-		return c, fmt.Errorf("modelserver: config: Parallelism %d, MaxTokens %d and DrainTimeout %v must not be negative",
-			c.Parallelism, c.MaxTokens, c.DrainTimeout)
+	if c.Parallelism < 0 || c.MaxTokens < 0 || c.LoadParallelism < 0 || c.DrainTimeout < 0 {
+		return c, fmt.Errorf("modelserver: config: Parallelism %d, MaxTokens %d, LoadParallelism %d and DrainTimeout %v must not be negative",
+			c.Parallelism, c.MaxTokens, c.LoadParallelism, c.DrainTimeout)
+	}
+	if slices.Contains(c.Names, "") {
+		return c, fmt.Errorf("modelserver: config: Names %q holds an empty name", c.Names)
 	}
 	if c.Addr == "" {
 		c.Addr = DefaultAddr
@@ -85,12 +101,12 @@ type server struct {
 	hooks    *hooks
 	gate     *gate
 	model    atomic.Pointer[Model] // nil while loading
-	name     string                // set before model is stored
+	names    []string              // served names, primary first; set before model is stored
 	created  int64
 	draining atomic.Bool
 
 	mu       sync.Mutex
-	closed   bool           // the model is being unmapped: no more generation
+	closed   bool           // the model is being released: no more generation
 	inflight sync.WaitGroup // generating requests
 }
 
@@ -99,7 +115,7 @@ type server struct {
 // ready, if not nil, is called with the listening address once the model
 // is loaded and served. When ctx ends, health turns 503 at once, requests in
 // flight or queued finish (for at most cfg.DrainTimeout, after which they are
-// cut off), the model is unmapped, and Run returns nil; it returns an error
+// cut off), the model is released, and Run returns nil; it returns an error
 // if the model fails to load, the listener fails or the drain times out.
 func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
 	cfg, err := cfg.withDefaults()
@@ -139,7 +155,7 @@ func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
 
 	loadErr := s.load(ctx)
 	if loadErr == nil {
-		s.log.Info("model server ready", "addr", addr, "model", s.name)
+		s.log.Info("model server ready", "addr", addr, "model", s.names[0])
 		if ready != nil {
 			ready(addr)
 		}
@@ -169,33 +185,51 @@ func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
 
 // load loads (and verifies) the model, then publishes it to the handlers.
 func (s *server) load(ctx context.Context) error {
-	start := time.Now()
-	m, err := load(ctx, s.cfg.ModelDir)
+	m, err := Load(ctx, s.cfg.ModelDir, LoadOptions{Parallelism: s.cfg.LoadParallelism, Mmap: s.cfg.Mmap})
 	if err != nil {
 		return err
 	}
+	var verifyTook time.Duration
 	if s.cfg.Verify {
+		start := time.Now()
 		if err := m.verify(ctx); err != nil {
 			m.Close()
 			return err
 		}
+		verifyTook = time.Since(start)
 	}
-	info := m.Info()
-	s.name = s.cfg.ModelName
-	if s.name == "" {
-		s.name = info.Name
-	}
+	info, st := m.Info(), m.LoadStats()
+	s.names = servedNames(s.cfg, info.Name)
 	s.created = time.Now().Unix()
-	elapsed := time.Since(start)
-	s.log.Info("model loaded", "model", s.name, "path", info.Weights, "bytes", info.Size,
-		"hidden", info.Hidden, "layers", info.Layers, "verified", s.cfg.Verify, "took_s", elapsed.Seconds(),
-		"mib_per_s", float64(info.Size)/(1<<20)/elapsed.Seconds(), "note", "synthetic weights")
+	s.log.Info("model loaded", "model", s.names[0], "aliases", s.names[1:], "path", info.Weights,
+		"bytes", st.Bytes, "seconds", st.Duration.Seconds(), "mb_per_s", st.MBPerSecond(),
+		"load_method", st.Method, "load_parallelism", st.Parallelism,
+		"hidden", info.Hidden, "layers", info.Layers, "verified", s.cfg.Verify, "verify_seconds", verifyTook.Seconds(),
+		"note", "synthetic weights")
 	s.model.Store(m)
 	return nil
 }
 
+// servedNames is cfg.Names, else configName, with cfg.Service first when
+// there are no Names and last when they leave it out (the gateway routes the
+// service's name here whatever the server is told to call itself): the
+// primary first, without repeats.
+func servedNames(cfg Config, configName string) []string {
+	names := append(slices.Clip(cfg.Names), cfg.Service)
+	if len(cfg.Names) == 0 {
+		names = []string{cfg.Service, configName}
+	}
+	var out []string
+	for _, n := range names {
+		if n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // shutdown reports not ready, lets requests in flight finish within the
-// drain timeout, cuts off the rest, and unmaps the model once no request
+// drain timeout, cuts off the rest, and releases the model once no request
 // uses it.
 func (s *server) shutdown(ctx context.Context, srv *http.Server, h http.Handler, cut context.CancelFunc) error {
 	s.draining.Store(true)
@@ -217,7 +251,7 @@ func (s *server) shutdown(ctx context.Context, srv *http.Server, h http.Handler,
 	s.inflight.Wait() // handlers still running after a cut notice it within a token
 	if m := s.model.Load(); m != nil {
 		if cerr := m.Close(); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("modelserver: unmap: %w", cerr))
+			err = errors.Join(err, fmt.Errorf("modelserver: release the weights: %w", cerr))
 		}
 	}
 	s.log.Info("model server stopped")
@@ -320,17 +354,21 @@ var (
 	errStopping = &httpError{status: http.StatusServiceUnavailable, msg: "the server is shutting down"}
 )
 
-// loaded returns the model if it is loaded and name is empty or the served
-// name.
-func (s *server) loaded(name string) (*Model, *httpError) {
+// loaded returns the model if it is loaded and name is one of its served
+// names, or empty, and the name to answer with: name, or the primary name
+// when it is empty.
+func (s *server) loaded(name string) (*Model, string, *httpError) {
 	m := s.model.Load()
 	if m == nil {
-		return nil, errLoading
+		return nil, "", errLoading
 	}
-	if name != "" && name != s.name {
-		return nil, errModelNotFound(name)
+	switch {
+	case name == "":
+		return m, s.names[0], nil
+	case !slices.Contains(s.names, name):
+		return nil, "", errModelNotFound(name)
 	}
-	return m, nil
+	return m, name, nil
 }
 
 // decodeBody decodes a JSON request body of at most maxBodyBytes into v.

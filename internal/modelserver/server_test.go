@@ -430,7 +430,7 @@ func TestOpenAIStream(t *testing.T) {
 }
 
 func TestOpenAIModels(t *testing.T) {
-	ts := startServer(t, Config{ModelName: "org/tiny"})
+	ts := startServer(t, Config{Names: []string{"org/tiny"}})
 	code, b := ts.do(t, "GET", "/v1/models", nil, "")
 	list := decode[struct {
 		Object string `json:"object"`

@@ -1,6 +1,7 @@
 package modelserver
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -116,7 +117,7 @@ func TestInitReplacesAtomically(t *testing.T) {
 	if strings.Join(names, " ") != "config.json model.safetensors tokenizer.json" {
 		t.Errorf("directory holds %v", names)
 	}
-	m, err := Load(dir)
+	m, err := Load(context.Background(), dir, LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
