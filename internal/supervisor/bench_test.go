@@ -97,7 +97,7 @@ func BenchmarkProcessOnly(b *testing.B) {
 			if err == nil {
 				break
 			}
-			time.Sleep(bo.wait())
+			time.Sleep(bo.wait()) // the anchor polls on the probe's own back-off: what it measures against
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
