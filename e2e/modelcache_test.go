@@ -22,7 +22,7 @@ import (
 // endpoint and the keys changed, the cache path pointed at a directory of this machine, and
 // the image mapped to the command that serves it (infera runs processes: ConfigMap
 // infera-system/images).
-func articleFluidExample(t *testing.T, s3 *testutil.S3Server, cacheDir string) string {
+func articleFluidExample(t testing.TB, s3 *testutil.S3Server, cacheDir string) string {
 	t.Helper()
 	var docs []string
 	for _, f := range []string{"model-store.yaml", "service.yaml"} {

@@ -64,11 +64,39 @@ type RevisionView struct {
 	// started by the supervisor), Pending (waiting for something named in Reason and Message;
 	// it starts by itself once that is there), Failed (a user must change something), or
 	// Retired (not routed and not latest: no replicas).
-	State           string          `json:"state"`
-	ReadyReplicas   int             `json:"readyReplicas"`
-	RunningReplicas int             `json:"runningReplicas"`
-	Decision        *DecisionView   `json:"decision,omitempty"`
-	Conditions      []ConditionView `json:"conditions,omitempty"`
+	State           string `json:"state"`
+	ReadyReplicas   int    `json:"readyReplicas"`
+	RunningReplicas int    `json:"runningReplicas"`
+	// DatasetMode is how a running revision's replicas got its Datasets: lazy (a lazy FUSE
+	// mount of a dataset still being fetched), prefetch (infera.dev/dataset-mode: prefetch:
+	// started once cached whole) or in-place (cached whole already); "" without Datasets.
+	DatasetMode string        `json:"datasetMode,omitempty"`
+	Decision    *DecisionView `json:"decision,omitempty"`
+	// LastColdStart is the revision's last cold start: a replica started while a request
+	// waited for a revision with no ready replica, or its first start; nil before any.
+	LastColdStart *ColdStartView  `json:"lastColdStart,omitempty"`
+	Conditions    []ConditionView `json:"conditions,omitempty"`
+}
+
+// ColdStartView is one cold start, phase by phase in milliseconds; the phases add up to
+// TotalMs. Each is a phase label of the metric infera_cold_start_seconds.
+type ColdStartView struct {
+	At      time.Time `json:"at"`      // when it began: the Dataset wait, else the poke or the start decision
+	Trigger string    `json:"trigger"` // "request" (scale from zero) or "first-start"
+	Replica string    `json:"replica"` // the replica that was started
+	// DatasetMs (dataset): Pending on a Dataset until it could start; only when it had to wait.
+	DatasetMs *float64 `json:"datasetMs,omitempty"`
+	// PlacementMs (placement): the poke (the held request's arrival) or the start decision, to
+	// the replica created.
+	PlacementMs float64 `json:"placementMs"`
+	// ProcessStartMs (process_start): the replica created to its process running.
+	ProcessStartMs float64 `json:"processStartMs"`
+	// ReadinessMs (readiness): the process running to the replica's first Ready.
+	ReadinessMs float64 `json:"readinessMs"`
+	// FirstByteMs (first_byte): Ready to the held request's first response byte; only when a
+	// request was held.
+	FirstByteMs *float64 `json:"firstByteMs,omitempty"`
+	TotalMs     float64  `json:"totalMs"`
 }
 
 // Revision states (RevisionView.State).
@@ -212,7 +240,8 @@ type DatasetView struct {
 	LevelPath  string  `json:"levelPath,omitempty"`
 	Path       string  `json:"path,omitempty"`
 	InPlace    bool    `json:"inPlace,omitempty"` // local or NAS: served where it lies
-	// Mode is how replicas get it: "prefetch" (they start once it is complete) or "in-place".
+	// Mode is how replicas get it: "lazy" (a FUSE mount while it streams), "prefetch" (they
+	// start once it is complete) or "in-place" (local or NAS, served where it lies).
 	Mode        string    `json:"mode"`
 	CachedBytes int64     `json:"cachedBytes"`
 	LastUsed    time.Time `json:"lastUsed,omitzero"`

@@ -308,7 +308,7 @@ func printDescribe(w io.Writer, d adminapi.ServiceDetail) {
 	}
 	fmt.Fprintf(w, "\nRevisions:\n")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tIMAGE\tCC\tSTATE\tREADY\tREPLICAS\tDESIRED\tPANIC\tREASON")
+	fmt.Fprintln(tw, "  NAME\tIMAGE\tCC\tSTATE\tREADY\tREPLICAS\tDESIRED\tPANIC\tDATASETS\tREASON")
 	for _, r := range d.Revisions {
 		desired, panic := "-", "-"
 		if r.Decision != nil {
@@ -318,10 +318,11 @@ func printDescribe(w io.Writer, d adminapi.ServiceDetail) {
 		if r.Reason != "" && r.State != adminapi.StateRunning {
 			reason = r.Reason + ": " + r.Message
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", r.Name, dash(r.Image), r.ContainerConcurrency, r.State, r.Ready,
-			r.ReadyReplicas, r.RunningReplicas, desired, panic, dash(reason))
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", r.Name, dash(r.Image), r.ContainerConcurrency, r.State, r.Ready,
+			r.ReadyReplicas, r.RunningReplicas, desired, panic, dash(r.DatasetMode), dash(reason))
 	}
 	tw.Flush()
+	printColdStarts(w, d.Revisions)
 	fmt.Fprintf(w, "\nReplicas:\n")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NAME\tSTATE\tPID\tADDRESS\tRESTARTS\tLAST EXIT")

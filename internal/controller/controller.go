@@ -34,6 +34,7 @@ import (
 
 	"github.com/infera-dev/infera/internal/adminapi"
 	"github.com/infera-dev/infera/internal/clock"
+	"github.com/infera-dev/infera/internal/coldstart"
 	"github.com/infera-dev/infera/internal/modelcache"
 	"github.com/infera-dev/infera/internal/reconciler"
 	"github.com/infera-dev/infera/internal/store"
@@ -75,8 +76,11 @@ type Config struct {
 	// Datasets is the model cache serving Dataset claims; nil: only Datasets of one local://
 	// or absolute-path mount resolve, to that path.
 	Datasets Datasets
-	Logger   *slog.Logger
-	Clock    clock.Clock // nil: the real clock
+	// ColdStarts assembles cold starts; the scaling loop reports revisions added, pokes and
+	// decisions to it, and the revision views show each one's last. nil: none are tracked.
+	ColdStarts *coldstart.Tracker
+	Logger     *slog.Logger
+	Clock      clock.Clock // nil: the real clock
 }
 
 // resyncPeriod bounds how long a Pending revision waits for a change that no event signals,
@@ -111,6 +115,7 @@ type Controller struct {
 	unpersisted map[string]bool
 	resolving   []string                         // datasets used by the revision being resolved
 	pins        map[workload.RevisionID][]string // datasets pinned by running revisions
+	dsModes     datasetModes                     // how running revisions got their datasets
 
 	mu   sync.RWMutex // guards view
 	view view
@@ -131,6 +136,15 @@ type block struct {
 	pending bool   // waiting (reconciler.ErrWaiting); else failed
 	reason  string // Knative-style CamelCase reason
 	message string
+	since   time.Time // pending: when it began waiting for this reason
+}
+
+// datasetWait is when a revision blocked by b began waiting for a Dataset; zero when it is not.
+func (b block) datasetWait() time.Time {
+	if b.pending && b.reason == ReasonDatasetNotReady {
+		return b.since
+	}
+	return time.Time{}
 }
 
 // view is what the admin API shows: the last pass's result.
@@ -151,7 +165,7 @@ func New(cfg Config) *Controller {
 		opts: cfg.Resolve, log: cfg.Logger, clock: c,
 		recheck:  make(chan struct{}, 1),
 		pins:     map[workload.RevisionID][]string{},
-		scaling:  newScaling(cfg.Scaler, cfg.Gateway, cfg.Supervisor, c, cfg.Logger),
+		scaling:  newScaling(cfg.Scaler, cfg.Gateway, cfg.Supervisor, cfg.ColdStarts, c, cfg.Logger),
 		kick:     make(chan struct{}, 1),
 		state:    newState(),
 		services: map[string]*computed{},
@@ -522,7 +536,7 @@ func (c *Controller) start(id workload.RevisionID, r *servingv1.Revision) {
 	rev, err := reconciler.Resolve(r, c.state, c.opts)
 	if err == nil {
 		c.gw.SetRevision(rev)
-		if err = c.scaling.add(rev); err == nil {
+		if err = c.scaling.add(rev, c.blocked[id].datasetWait()); err == nil {
 			c.running[id] = rev
 			c.pin(id, slices.Clone(c.resolving))
 			delete(c.blocked, id)
@@ -545,6 +559,12 @@ func (c *Controller) start(id workload.RevisionID, r *servingv1.Revision) {
 		b.reason = "InvalidAutoscaling"
 	}
 	old, had := c.blocked[id]
+	if b.pending {
+		b.since = c.clock.Now()
+		if had && old.pending && old.reason == b.reason {
+			b.since = old.since
+		}
+	}
 	c.blocked[id] = b
 	if had && old == b {
 		return

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
+
+	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
 	"github.com/infera-dev/infera/internal/fluid"
 	"github.com/infera-dev/infera/internal/modelcache"
@@ -20,6 +23,9 @@ type Datasets interface {
 	// modelcache.ErrNotReady while it is being fetched, modelcache.ErrUnavailable when it
 	// failed.
 	Path(namespace, name string) (string, error)
+	// LazyPath is Path, or while the dataset is being fetched (and listed) the directory of
+	// its lazy FUSE mount, which replicas read as it streams in.
+	LazyPath(namespace, name string) (string, error)
 	Pin(namespace, name, holder string)
 	Unpin(namespace, name, holder string)
 	Statuses() []modelcache.DatasetStatus
@@ -28,6 +34,56 @@ type Datasets interface {
 
 // ReasonDatasetNotReady is a Pending revision's reason while a Dataset it mounts is fetched.
 const ReasonDatasetNotReady = "DatasetNotReady"
+
+// AnnotationDatasetMode on a revision (its Service's template annotations) chooses how its
+// Datasets are served: DatasetModePrefetch waits until each is cached whole; anything else
+// (the default) mounts a Dataset being fetched lazily when the model cache can.
+const AnnotationDatasetMode = "infera.dev/dataset-mode"
+
+// How a running revision's replicas got their Datasets (RevisionView.DatasetMode).
+const (
+	DatasetModeLazy     = "lazy"     // a lazy FUSE mount over a dataset still being fetched
+	DatasetModePrefetch = "prefetch" // the cache's directory, once cached whole
+	DatasetModeInPlace  = "in-place" // a dataset of local or NAS mounts, where it lies
+)
+
+// datasetModes records the mode of the revision being resolved and of each running revision.
+// The loop writes it; the admin views read it.
+type datasetModes struct {
+	mu       sync.Mutex
+	resolved string // the revision being resolved
+	byRev    map[workload.RevisionID]string
+}
+
+// note records that the revision being resolved got a dataset in mode; first is true for its
+// first dataset. A lazy dataset makes the revision lazy; prefetch holds for all of them.
+func (m *datasetModes) note(mode string, first bool) {
+	if first || m.resolved == "" || mode == DatasetModeLazy {
+		m.resolved = mode
+	}
+}
+
+func (m *datasetModes) set(id workload.RevisionID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.byRev == nil {
+		m.byRev = map[workload.RevisionID]string{}
+	}
+	m.byRev[id] = m.resolved
+}
+
+func (m *datasetModes) remove(id workload.RevisionID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.byRev, id)
+}
+
+// of is a running revision's mode, "" for one with no Datasets.
+func (m *datasetModes) of(id workload.RevisionID) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.byRev[id]
+}
 
 // Recheck says that something outside the store that revisions may wait for changed (a
 // dataset's status): every Pending and Failed revision is resolved again on the next pass. It
@@ -80,12 +136,26 @@ func secretValue(data map[string][]byte, stringData map[string]string, key strin
 }
 
 // datasetPath serves reconciler.Resolve a Dataset's claim through the model cache, recording
-// which datasets the revision being resolved uses (they are pinned while it runs).
-func (c *Controller) datasetPath(d *fluid.Dataset) (string, error) {
+// which datasets the revision being resolved uses (they are pinned while it runs) and how it
+// got them: lazily unless its annotation asks for prefetch.
+func (c *Controller) datasetPath(rev *servingv1.Revision, d *fluid.Dataset) (string, error) {
+	first := len(c.resolving) == 0
 	c.resolving = append(c.resolving, nsName(d.Namespace, d.Name))
-	p, err := c.datasets.Path(d.Namespace, d.Name)
+	prefetch := rev != nil && rev.Annotations[AnnotationDatasetMode] == DatasetModePrefetch
+	var p string
+	var err error
+	lazy := false
+	if prefetch {
+		p, err = c.datasets.Path(d.Namespace, d.Name)
+	} else {
+		p, err = c.datasets.LazyPath(d.Namespace, d.Name)
+		// A Ready dataset's Path does not move: a LazyPath other than it is the lazy mount.
+		plain, perr := c.datasets.Path(d.Namespace, d.Name)
+		lazy = perr != nil || plain != p
+	}
 	switch {
 	case err == nil:
+		c.dsModes.note(c.datasetMode(d, lazy), first)
 		return p, nil
 	case errors.Is(err, modelcache.ErrNotReady):
 		return "", &reconciler.WaitError{Kind: fluid.KindDataset, Namespace: d.Namespace, Name: d.Name,
@@ -96,6 +166,19 @@ func (c *Controller) datasetPath(d *fluid.Dataset) (string, error) {
 	}
 }
 
+// datasetMode names how a revision gets the dataset d it resolved.
+func (c *Controller) datasetMode(d *fluid.Dataset, lazy bool) string {
+	if lazy {
+		return DatasetModeLazy
+	}
+	for _, s := range c.datasets.Statuses() {
+		if s.Namespace == d.Namespace && s.Name == d.Name && s.InPlace {
+			return DatasetModeInPlace
+		}
+	}
+	return DatasetModePrefetch
+}
+
 // pin holds the datasets a running revision mounts in the cache (never evicted), and unpin
 // lets them go when it retires.
 func (c *Controller) pin(id workload.RevisionID, datasets []string) {
@@ -103,6 +186,7 @@ func (c *Controller) pin(id workload.RevisionID, datasets []string) {
 		return
 	}
 	c.pins[id] = datasets
+	c.dsModes.set(id)
 	for _, key := range datasets {
 		ns, name := splitKey(key)
 		c.datasets.Pin(ns, name, string(id))
@@ -115,6 +199,7 @@ func (c *Controller) unpin(id workload.RevisionID) {
 		c.datasets.Unpin(ns, name, string(id))
 	}
 	delete(c.pins, id)
+	c.dsModes.remove(id)
 }
 
 func splitKey(key string) (namespace, name string) {

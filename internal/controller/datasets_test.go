@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -21,6 +22,7 @@ type fakeDatasets struct {
 	specs []modelcache.DatasetSpec
 	paths map[string]string // namespace/name -> directory once ready
 	fails map[string]string
+	lazy  map[string]string // namespace/name -> lazy mount while not ready
 }
 
 func (f *fakeDatasets) Set(specs []modelcache.DatasetSpec) {
@@ -46,6 +48,17 @@ func (f *fakeDatasets) Path(ns, name string) (string, error) {
 		return p, nil
 	}
 	return "", fmt.Errorf("%w: fetching 1 MiB of 4 MiB", modelcache.ErrNotReady)
+}
+
+func (f *fakeDatasets) LazyPath(ns, name string) (string, error) {
+	p, err := f.Path(ns, name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l, ok := f.lazy[ns+"/"+name]; ok && errors.Is(err, modelcache.ErrNotReady) {
+		f.calls.add("datasets.LazyPath %s/%s", ns, name)
+		return l, nil
+	}
+	return p, err
 }
 
 func (f *fakeDatasets) Pin(ns, name, holder string) {
@@ -161,6 +174,56 @@ func TestDatasetFailed(t *testing.T) {
 		synctest.Wait()
 		if r := h.revision("sd-00001"); r.State != adminapi.StateRunning {
 			t.Errorf("after the dataset recovered: %+v", r)
+		}
+	})
+}
+
+// TestDatasetLazyAndPrefetch: a revision mounts a dataset being fetched through its lazy mount
+// at once (mode lazy); one annotated infera.dev/dataset-mode: prefetch waits until it is
+// cached whole (mode prefetch), and starts by itself then.
+func TestDatasetLazyAndPrefetch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "")
+		ds := &fakeDatasets{calls: h.calls, paths: map[string]string{}, fails: map[string]string{},
+			lazy: map[string]string{"default/oss-data": "/cache/.lazy/default/oss-data"}}
+		h.restartWith(ds)
+		prefetched := `apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: pre, namespace: default}
+spec:
+  template:
+    metadata:
+      annotations: {infera.dev/dataset-mode: prefetch}
+    spec:
+      containers:
+        - image: example.com/app
+          command: ["app"]
+` + mountsDataset
+		h.apply(datasetYAML + service("sd", mountsDataset) + "---\n" + prefetched)
+		lazy := h.revision("sd-00001")
+		if lazy.State != adminapi.StateRunning || lazy.DatasetMode != DatasetModeLazy {
+			t.Errorf("revision of a dataset being fetched: %+v, want Running, lazy", lazy)
+		}
+		if vols := h.gw.revs["default/sd-00001"].Volumes; !slices.ContainsFunc(vols, func(v workload.Volume) bool {
+			return v.Name == "model" && v.HostPath == "/cache/.lazy/default/oss-data"
+		}) {
+			t.Errorf("volumes: %+v, want the lazy mount", vols)
+		}
+		pre := h.revision("pre-00001")
+		if pre.State != adminapi.StatePending || pre.Reason != ReasonDatasetNotReady {
+			t.Errorf("prefetch revision while fetching: %+v, want Pending", pre)
+		}
+
+		ds.mu.Lock()
+		ds.paths["default/oss-data"] = "/cache/default/oss-data"
+		ds.mu.Unlock()
+		h.ctrl.Recheck()
+		synctest.Wait()
+		if pre := h.revision("pre-00001"); pre.State != adminapi.StateRunning || pre.DatasetMode != DatasetModePrefetch {
+			t.Errorf("prefetch revision once cached: %+v, want Running, prefetch", pre)
+		}
+		if lazy := h.revision("sd-00001"); lazy.DatasetMode != DatasetModeLazy {
+			t.Errorf("the lazy revision keeps its mode: %+v", lazy)
 		}
 	})
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/infera-dev/infera/internal/autoscaler"
 	"github.com/infera-dev/infera/internal/clock"
+	"github.com/infera-dev/infera/internal/coldstart"
 	"github.com/infera-dev/infera/internal/workload"
 )
 
@@ -42,10 +43,12 @@ const (
 // 2 s, and pokes for revisions at zero as requests arrive. It runs on its own goroutine, so a
 // burst of reconcile passes never delays a scaling decision. The reconcile goroutine adds and
 // removes revisions; decisions go to the supervisor (replicas) and the gateway (activator in
-// path) in the order they are made.
+// path) in the order they are made. It tells the cold start tracker what it adds, every
+// poke for a revision with no ready replica and every decision, before carrying it out.
 type scaling struct {
 	gw    Gateway
 	sup   Supervisor
+	cold  *coldstart.Tracker // nil: none tracked
 	clock clock.Clock
 	log   *slog.Logger
 
@@ -62,24 +65,27 @@ type scaling struct {
 	decisions map[workload.RevisionID]autoscaler.Decision
 }
 
-func newScaling(s Scaler, gw Gateway, sup Supervisor, c clock.Clock, log *slog.Logger) *scaling {
+func newScaling(s Scaler, gw Gateway, sup Supervisor, cold *coldstart.Tracker, c clock.Clock, log *slog.Logger) *scaling {
 	return &scaling{
-		gw: gw, sup: sup, clock: c, log: log, scaler: s,
+		gw: gw, sup: sup, cold: cold, clock: c, log: log, scaler: s,
 		pending: map[workload.RevisionID]time.Time{},
 		poked:   make(chan struct{}, 1),
 		revs:    map[workload.RevisionID]workload.Revision{}, decisions: map[workload.RevisionID]autoscaler.Decision{},
 	}
 }
 
-// add starts scaling a revision at its initial decision.
-func (s *scaling) add(rev workload.Revision) error {
+// add starts scaling a revision at its initial decision; datasetWait, when not zero, is when
+// it went Pending on a Dataset before it could start (its first start's dataset phase).
+func (s *scaling) add(rev workload.Revision, datasetWait time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.scaler.Upsert(s.clock.Now(), rev.ID, rev.Annotations, rev.ContainerConcurrency); err != nil {
+	now := s.clock.Now()
+	if err := s.scaler.Upsert(now, rev.ID, rev.Annotations, rev.ContainerConcurrency); err != nil {
 		return err
 	}
 	s.revs[rev.ID] = rev
 	d, _ := s.scaler.Decision(rev.ID)
+	s.cold.Added(rev, now, d.Desired, datasetWait)
 	s.decideLocked(rev, d)
 	return nil
 }
@@ -90,6 +96,7 @@ func (s *scaling) remove(id workload.RevisionID) {
 	s.scaler.Remove(id)
 	delete(s.revs, id)
 	delete(s.decisions, id)
+	s.cold.Remove(id)
 }
 
 // setConfig applies config-autoscaler's data when it changed.
@@ -198,7 +205,11 @@ func (s *scaling) handlePoke(id workload.RevisionID, at time.Time) {
 	if !ok {
 		return
 	}
-	d, changed := s.scaler.Poke(s.clock.Now(), demandStat(id, at), s.sup.Status(id).Ready)
+	ready := s.sup.Status(id).Ready
+	if ready == 0 {
+		s.cold.Demand(id, at) // before a decision can start a replica for it
+	}
+	d, changed := s.scaler.Poke(s.clock.Now(), demandStat(id, at), ready)
 	s.log.Debug("poke", "revision", id, "decided", changed, "desired", d.Desired, "decider", d.DeciderDesired)
 	if changed {
 		s.decideLocked(rev, d)
@@ -240,6 +251,7 @@ func (s *scaling) tick(now time.Time) {
 
 func (s *scaling) decideLocked(rev workload.Revision, d autoscaler.Decision) {
 	s.decisions[rev.ID] = d
+	s.cold.Decided(rev.ID, d.Desired)
 	s.gw.SetActivatorInPath(rev.ID, d.ActivatorInPath)
 	s.sup.Scale(rev, d.Desired)
 }

@@ -206,10 +206,10 @@ func (s *state) index(e *entry, add bool, ch *changes) {
 			set(s.dataLoads, key, obj, add)
 			ch.datasets = true
 		case *fluid.JindoRuntime:
-			set(s.runtimes, key, &modelcache.RuntimeSpec{Kind: fluid.KindJindoRuntime, Name: obj.Name, TieredStore: obj.Spec.TieredStore, CleanPolicy: obj.Spec.Fuse.CleanPolicy}, add)
+			set(s.runtimes, key, &modelcache.RuntimeSpec{Kind: fluid.KindJindoRuntime, Name: obj.Name, TieredStore: obj.Spec.TieredStore, CleanPolicy: obj.Spec.Fuse.CleanPolicy, FuseArgs: obj.Spec.Fuse.Args}, add)
 			ch.datasets = true
 		case *fluid.AlluxioRuntime:
-			set(s.runtimes, key, &modelcache.RuntimeSpec{Kind: fluid.KindAlluxioRuntime, Name: obj.Name, TieredStore: obj.Spec.TieredStore, CleanPolicy: obj.Spec.Fuse.CleanPolicy}, add)
+			set(s.runtimes, key, &modelcache.RuntimeSpec{Kind: fluid.KindAlluxioRuntime, Name: obj.Name, TieredStore: obj.Spec.TieredStore, CleanPolicy: obj.Spec.Fuse.CleanPolicy, FuseArgs: obj.Spec.Fuse.Args}, add)
 			ch.datasets = true
 		case *fluid.JuiceFSRuntime:
 			set(s.runtimes, key, &modelcache.RuntimeSpec{Kind: fluid.KindJuiceFSRuntime, Name: obj.Name, TieredStore: obj.Spec.TieredStore, CleanPolicy: obj.Spec.Fuse.CleanPolicy}, add)

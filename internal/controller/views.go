@@ -5,11 +5,13 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"knative.dev/pkg/apis"
 
 	"github.com/infera-dev/infera/internal/adminapi"
 	"github.com/infera-dev/infera/internal/autoscaler"
+	"github.com/infera-dev/infera/internal/coldstart"
 	"github.com/infera-dev/infera/internal/modelcache"
 	"github.com/infera-dev/infera/internal/workload"
 )
@@ -68,6 +70,7 @@ func (c *Controller) Revisions() []adminapi.RevisionView {
 				Generation: r.Labels["serving.knative.dev/configurationGeneration"], Routed: routed[id],
 				ReadyReplicas: st.Ready, RunningReplicas: st.Running, Conditions: adminapi.Conditions(r.Status.Conditions),
 				ContainerConcurrency: r.Spec.GetContainerConcurrency(),
+				DatasetMode:          c.dsModes.of(id),
 			}
 			if len(r.Spec.Containers) > 0 {
 				rv.Image = r.Spec.Containers[0].Image
@@ -86,6 +89,9 @@ func (c *Controller) Revisions() []adminapi.RevisionView {
 			if d, ok := decisions[id]; ok {
 				rv.Decision = decisionView(d)
 			}
+			if cs, ok := c.scaling.cold.Last(id); ok {
+				rv.LastColdStart = coldStartView(cs)
+			}
 			out = append(out, rv)
 		}
 	}
@@ -99,6 +105,28 @@ func decisionView(d autoscaler.Decision) *adminapi.DecisionView {
 		PanicConcurrency: d.PanicConcurrency, Target: d.Target,
 	}
 }
+
+func coldStartView(cs coldstart.ColdStart) *adminapi.ColdStartView {
+	v := &adminapi.ColdStartView{At: cs.Begin(), Trigger: string(cs.Trigger), Replica: cs.Replica, TotalMs: millis(cs.Total())}
+	for _, s := range cs.Spans() {
+		ms := millis(s.Duration)
+		switch s.Phase {
+		case coldstart.Dataset:
+			v.DatasetMs = &ms
+		case coldstart.Placement:
+			v.PlacementMs = ms
+		case coldstart.ProcessStart:
+			v.ProcessStartMs = ms
+		case coldstart.Readiness:
+			v.ReadinessMs = ms
+		case coldstart.FirstByte:
+			v.FirstByteMs = &ms
+		}
+	}
+	return v
+}
+
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // Replicas lists every replica the supervisor runs.
 func (c *Controller) Replicas() []adminapi.Replica {
@@ -122,8 +150,11 @@ func (c *Controller) Datasets() []adminapi.DatasetView {
 	out := make([]adminapi.DatasetView, 0, len(sts))
 	for _, s := range sts {
 		mode := "prefetch"
-		if s.InPlace {
+		switch {
+		case s.InPlace:
 			mode = "in-place"
+		case s.LazyMount != "":
+			mode = "lazy" // replicas started while it streams read through the FUSE mount
 		}
 		out = append(out, adminapi.DatasetView{
 			Namespace: s.Namespace, Name: s.Name, Phase: string(s.Phase), Message: s.Message,

@@ -26,7 +26,8 @@
 //     in that replica's breaker queue (10 x containerConcurrency) when its slots are taken;
 //     beyond that, 503 "pending request queue full".
 //   - No ready replica: the request is held in the revision's FIFO in either mode, and the
-//     first such request of a cold episode calls Config.OnDemand.
+//     first such request of a cold episode calls Config.OnDemand. Each held request calls
+//     Config.OnFirstByte when its replica's response starts: the end of its cold start.
 //
 // A held request is its handler goroutine (net/http's own) parked on a one-slot channel,
 // plus about a kilobyte of state: no goroutine of the gateway's (BenchmarkHeldRequestMemory).

@@ -72,9 +72,15 @@ type Config struct {
 	// The call stands for the stat Knative's activator sends at once for such a request: one
 	// request in flight and one arrival, at the time of the call. That request is also in the
 	// revision's next Collect; the autoscaler, which records both, leaves it out there.
-	OnDemand   func(workload.RevisionID)
-	RequestLog *RequestLogger        // optional: one line per request
-	Registerer prometheus.Registerer // optional: Knative's request metrics
+	OnDemand func(workload.RevisionID)
+	// OnFirstByte is called when a request that was held for lack of a ready replica (the
+	// wait OnDemand reports) gets its response's first byte from a replica: the status line,
+	// with replica's name and the time on Clock. It is called once per such request, on its
+	// goroutine and outside every lock: it must not block. Requests that found a ready replica
+	// never call it.
+	OnFirstByte func(id workload.RevisionID, replica string, at time.Time)
+	RequestLog  *RequestLogger        // optional: one line per request
+	Registerer  prometheus.Registerer // optional: Knative's request metrics
 }
 
 // Gateway is activator, load balancer and queue-proxy breaker in one hop. It is an

@@ -269,6 +269,9 @@ func (c *call) forward(ep *endpoint) (retry bool) {
 		return false
 	}
 	defer res.Body.Close()
+	if c.held && c.g.cfg.OnFirstByte != nil {
+		c.g.cfg.OnFirstByte(c.rev.id, ep.replica, c.g.clock.Now())
+	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		c.upgrade(res)
 		return false

@@ -27,6 +27,8 @@ type waiter struct {
 	exclude    []*endpoint // replicas that refused this request's connection
 	// viaActivator: the request went through the activator (in the path, or held).
 	viaActivator bool
+	// held: it waited in the activator queue while the revision had no ready replica.
+	held bool
 }
 
 func (w *waiter) excludes(ep *endpoint) bool {
@@ -300,6 +302,7 @@ func (r *revision) acquire(ctx context.Context, w *waiter) (*endpoint, error) {
 	}
 	ep, q, demand, err := r.placeLocked(w)
 	w.viaActivator = w.viaActivator || r.inPath || q == &r.queue
+	w.held = w.held || (q == &r.queue && len(r.eps) == 0)
 	if ep != nil {
 		ep.inflight++
 		r.mu.Unlock()

@@ -63,6 +63,11 @@
 //	                       open files fail with ENOTCONN; Close reports ErrBusy
 //	        --> the server goroutine sees ENODEV and returns --> Close returns
 //
+// Detach takes the mount off its directory (umount(MNT_DETACH), with the root pinned) and keeps
+// serving whoever still holds it: open files and mount namespaces with a copy (a bubblewrap
+// sandbox's bind of the directory). A later Close aborts the connection through fusectl and
+// unpins the root, so those fail with ENOTCONN.
+//
 // Close thus does not wait for the owners of open files, which may be replicas that keep a
 // model mapped (unless the abort itself fails, which Close reports: then the server lives until
 // they close). It does wait for Backing.ReadAt calls to return after their ctx is done. A process that serves a mount must not itself read it in a way it cannot abandon:

@@ -66,6 +66,10 @@ type Mount struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	detachMu sync.Mutex
+	detached bool // Detach took the mount off dir
+	pin      int  // with detached: an O_PATH descriptor of the root, keeping the connection's number
 }
 
 // Dir returns the absolute path of the mount point.
@@ -78,6 +82,29 @@ func (m *Mount) Dir() string { return m.dir }
 func (m *Mount) Close() error {
 	m.closeOnce.Do(func() { m.closeErr = m.close() })
 	return m.closeErr
+}
+
+// Detach takes the mount off its directory (a lazy unmount) and goes on serving whoever still
+// reads it: files open on it, and mount namespaces holding a copy of it (a bubblewrap
+// sandbox's --ro-bind of the directory). A lookup of the directory from now on finds what is
+// under it. Close ends the mount for them too. Detach is idempotent.
+func (m *Mount) Detach() error {
+	m.detachMu.Lock()
+	defer m.detachMu.Unlock()
+	if m.detached {
+		return nil
+	}
+	if err := m.detachDir(); err != nil {
+		return fmt.Errorf("lazymount: detach %s: %w", m.dir, err)
+	}
+	m.detached = true
+	return nil
+}
+
+func (m *Mount) isDetached() bool {
+	m.detachMu.Lock()
+	defer m.detachMu.Unlock()
+	return m.detached
 }
 
 // readAt serves one FUSE READ of p at off in f: it waits for the Backing until the kernel

@@ -728,3 +728,53 @@ func TestNewRejectsBadTrees(t *testing.T) {
 		t.Errorf("New on a missing dir: %v, want ErrNotExist", err)
 	}
 }
+
+// TestDetachKeepsServingOpenFiles: Detach empties the directory at once while a file opened
+// before goes on reading, waits included; Close then ends it (ENOTCONN) and its goroutines.
+func TestDetachKeepsServingOpenFiles(t *testing.T) {
+	data := pattern(21, 3*mib)
+	fb := newFakeBacking(mib, map[string][]byte{"model": data})
+	fb.release("model", 0)
+	before := runtime.NumGoroutine()
+	m, err := lazymount.New(t.TempDir(), []lazymount.File{{Path: "model", Size: int64(len(data))}}, fb, lazymount.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(m.Dir(), "model"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := m.Detach(); err != nil {
+		t.Fatalf("Detach: %v", err)
+	}
+	if err := m.Detach(); err != nil {
+		t.Fatalf("second Detach: %v", err)
+	}
+	if isMounted(t, m.Dir()) {
+		t.Errorf("%s still mounted after Detach", m.Dir())
+	}
+	if entries, err := os.ReadDir(m.Dir()); err != nil || len(entries) != 0 {
+		t.Errorf("directory after Detach: %v, %v; want empty", entries, err)
+	}
+	got := make([]byte, 4096)
+	if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, data[:4096]) {
+		t.Fatalf("read after Detach: %v", err)
+	}
+	pending := readAsync(f, 2*mib, 4096)
+	waitFor(t, fb.waited("model", 2), "a read waiting on chunk 2 after Detach")
+	fb.release("model", 2)
+	if r := waitFor(t, pending, "the waiting read"); r.err != nil || !bytes.Equal(r.b, data[2*mib:2*mib+4096]) {
+		t.Fatalf("waiting read after Detach: %v", r.err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatalf("Close after Detach: %v", err)
+	}
+	if _, err := f.ReadAt(got, mib); !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("read after Close: %v, want ENOTCONN", err)
+	}
+	f.Close()
+	if stacks, ok := testutil.GoroutinesSettle(deadline, before); !ok {
+		t.Errorf("goroutines outlive the mount:\n%s", stacks)
+	}
+}

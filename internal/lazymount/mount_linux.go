@@ -80,7 +80,11 @@ func New(dir string, tree []File, b Backing, opts Options) (*Mount, error) {
 		CongestionThreshold: opts.CongestionThreshold,
 		MaxWrite:            maxRead, // also max_read: fewer, larger READs
 		DisableXAttrs:       true,
-		Logger:              slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// READ replies are bytes in memory: splicing them costs a copy into a pipe, and a 1 MiB
+		// reply plus its header outgrows the default pipe-max-size, so go-fuse would fall back
+		// (logging a warning) on every READ.
+		DisableSplice: true,
+		Logger:        slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	srv, err := fuse.NewServer(nodeFS, dir, mo)
 	if err != nil {
@@ -136,8 +140,38 @@ func checkDevice(path string) error {
 	return unix.Close(fd)
 }
 
+// detachDir unmounts lazily, keeping a pin on the root: the connection, and so its number in
+// fusectl, stays alive until close aborts it (a number freed could name another mount).
+func (m *Mount) detachDir() error {
+	pin, err := unix.Open(m.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("pin: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(pin, &st); err != nil || st.Dev != m.dev {
+		unix.Close(pin)
+		return fmt.Errorf("%s is not this mount any more", m.dir)
+	}
+	if err := unix.Unmount(m.dir, unix.MNT_DETACH); err != nil {
+		unix.Close(pin)
+		return err
+	}
+	m.pin = pin
+	return nil
+}
+
 func (m *Mount) close() error {
 	m.cancel()
+	if m.isDetached() {
+		// Off the tree already; whoever still reads it keeps it alive: end the connection.
+		err := abortConnection(m.dev)
+		unix.Close(m.pin)
+		if err != nil {
+			return fmt.Errorf("lazymount: close %s (detached): abort connection: %w", m.dir, err)
+		}
+		<-m.done
+		return nil
+	}
 	err := unix.Unmount(m.dir, 0)
 	if err != nil {
 		err = m.detach(err)

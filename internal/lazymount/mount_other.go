@@ -16,3 +16,5 @@ func New(dir string, tree []File, b Backing, opts Options) (*Mount, error) {
 }
 
 func (m *Mount) close() error { return errors.ErrUnsupported }
+
+func (m *Mount) detachDir() error { return errors.ErrUnsupported }

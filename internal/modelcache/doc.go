@@ -20,4 +20,9 @@
 // fetched, is never evicted. Placement, watermarks and the Fluid semantics they keep are in
 // cache.go, the eviction policy itself in package eviction (pure: it decides, the Manager
 // deletes), the index in index.go, DataLoads in dataload.go, statuses in status.go.
+//
+// Where FUSE works (Manager.Lazy), LazyPath serves a dataset before it is Ready, as Fluid's
+// FUSE does: a read-only lazy mount (package lazymount) of the dataset's listed tree, whose
+// reads come from the cache, from memory for safetensors headers (fetched first), or from a
+// file's partial download once its range is in, asked for ahead of the queue (lazy.go).
 package modelcache

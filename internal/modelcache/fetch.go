@@ -132,6 +132,7 @@ type Transfer struct {
 	obj     Object        // what is being fetched, from Stat
 	chunk   int64         // chunk size of the current round
 	state   []chunkState  // nil until a round starts
+	filled  []int64       // bytes written from each chunk's start, in order: a Wait needs no more
 	cursor  int           // chunks below it are taken or done, unless urgent brought them forward
 	urgent  []int         // chunks asked for by Want, most recent first
 	wants   []byteRange   // asked for before a round started
@@ -224,7 +225,8 @@ func (t *Transfer) chunks(off, n int64) (first, last int, ok bool) {
 
 // Wait does Want(off, n) and returns once bytes [off, off+n) are written to the partial file
 // (not yet verified: that happens when the whole file is in), or the transfer has ended (its
-// Err; nil when dst is complete), or ctx is done.
+// Err; nil when dst is complete), or ctx is done. A range need not wait for the rest of its
+// chunk: a chunk is written from its start, and Wait returns once it has got past the range.
 func (t *Transfer) Wait(ctx context.Context, off, n int64) error {
 	t.Want(off, n)
 	for {
@@ -250,12 +252,28 @@ func (t *Transfer) Wait(ctx context.Context, off, n int64) error {
 
 func (t *Transfer) written(off, n int64) bool {
 	first, last, ok := t.chunks(off, n)
+	end := min(off+n, t.obj.Size)
 	for i := first; ok && i <= last; i++ {
-		if t.state[i] != chunkDone {
+		if t.state[i] == chunkDone {
+			continue
+		}
+		start := int64(i) * t.chunk
+		if t.filled[i] < min(end, start+t.chunk)-start {
 			return false
 		}
 	}
 	return true
+}
+
+// fill records that chunk i is written from its start up to the object's byte end, and wakes
+// the Waits.
+func (t *Transfer) fill(i int, end int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if f := end - int64(i)*t.chunk; f > t.filled[i] {
+		t.filled[i] = f
+		t.broadcast()
+	}
 }
 
 // take returns the next chunk to fetch and marks it in flight: asked-for chunks first, then in
@@ -421,6 +439,7 @@ func (t *Transfer) round(ctx context.Context, obj Object) error {
 	}
 	t.mu.Lock()
 	t.obj, t.chunk, t.state, t.cursor, t.urgent, t.prefix, t.resumed = obj, r.chunk, state, 0, nil, 0, resumed
+	t.filled = make([]int64, n)
 	for t.prefix < n && state[t.prefix] == chunkDone {
 		t.prefix++
 	}
@@ -574,7 +593,7 @@ func (r *round) fetchChunk(ctx context.Context, i int, buf []byte, h hash.Hash) 
 		h.Reset()
 	}
 	for got < n {
-		k, err := r.readRange(ctx, off+got, n-got, buf, h)
+		k, err := r.readRange(ctx, i, off+got, n-got, buf, h)
 		got += k
 		if err == nil {
 			continue
@@ -607,7 +626,7 @@ func (r *round) fetchChunk(ctx context.Context, i int, buf []byte, h hash.Hash) 
 
 // readRange reads n bytes at off into the partial file (and h) and returns how many it wrote;
 // it gives up on the request when no byte arrives for the stall timeout.
-func (r *round) readRange(ctx context.Context, off, n int64, buf []byte, h hash.Hash) (int64, error) {
+func (r *round) readRange(ctx context.Context, i int, off, n int64, buf []byte, h hash.Hash) (int64, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var stalled atomic.Bool
@@ -642,6 +661,7 @@ func (r *round) readRange(ctx context.Context, off, n int64, buf []byte, h hash.
 			}
 			got += int64(k)
 			r.t.progress(int64(k))
+			r.t.fill(i, off+got)
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {

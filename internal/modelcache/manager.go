@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/infera-dev/infera/internal/clock"
 	"github.com/infera-dev/infera/internal/eviction"
@@ -53,6 +54,9 @@ type RuntimeSpec struct {
 	TieredStore fluid.TieredStore
 	// CleanPolicy is the runtime's fuse.cleanPolicy; "" is Fluid's default, OnRuntimeDeleted.
 	CleanPolicy fluid.FuseCleanPolicy
+	// FuseArgs are the runtime's fuse.args; the lazy mount honours those that mean something
+	// here (lazymount.ParseFuseArgs).
+	FuseArgs []string
 }
 
 // Config is every dependency of a Manager.
@@ -80,6 +84,9 @@ type Config struct {
 	// WatchInterval is how often an OnEvent DataLoad's dataset is listed again to see whether
 	// its source changed; 0: one minute.
 	WatchInterval time.Duration
+	// NoLazy turns lazy mounts off: LazyPath is Path. Otherwise they are on when the Fetcher
+	// hands out its transfers (the package's Fetcher does) and a test mount works (lazy.go).
+	NoLazy bool
 }
 
 func (c *Config) setDefaults() {
@@ -136,6 +143,11 @@ type Manager struct {
 
 	ioMu     sync.Mutex // serializes index writes
 	savedGen uint64
+
+	lazy     bool       // lazy mounts work (lazy.go)
+	lazyMu   sync.Mutex // serializes mounting and unmounting; taken before mu
+	unmounts []mountOp  // lazy mounts to detach or close, gathered under mu
+	stopped  bool       // Run has ended: no new lazy mounts
 }
 
 // dsState is one desired dataset; every field is guarded by Manager.mu.
@@ -170,6 +182,11 @@ type dsState struct {
 	retryAt     time.Time
 	priority    []string // dataset paths DataLoads want first
 	removed     bool
+
+	run    *fetchRun     // the files being fetched, for the lazy mount (lazy.go)
+	runCh  chan struct{} // closed when run changes
+	lazyFS *lazyFS       // the live lazy mount
+	links  bool          // local mounts among remote ones: no lazy mount
 }
 
 // NewManager returns a Manager over cfg.Root, reading the index a previous run left there.
@@ -224,6 +241,13 @@ func NewManager(cfg Config) (*Manager, error) {
 		}
 	}
 	m.def = DefaultStore(root, free, total, cached)
+	if _, ok := cfg.Fetcher.(transferStarter); ok && !cfg.NoLazy {
+		if err := m.probeLazy(); err != nil {
+			m.log.Info("lazy dataset mounts off: datasets are served once cached", "error", err)
+		} else {
+			m.lazy = true
+		}
+	}
 	m.log.Debug("model cache opened", "root", root, "datasets", len(index), "default_quota", m.def.Levels[0].Dirs[0].Quota)
 	m.flush()
 	return m, nil
@@ -243,6 +267,12 @@ func (m *Manager) removeLeftovers() {
 	}
 	for _, p := range tmps {
 		_ = os.RemoveAll(p)
+	}
+	// Lazy mounts of a run that was killed: their connections are dead (ENOTCONN).
+	lazy, _ := filepath.Glob(filepath.Join(m.cfg.Root, ".lazy", "*", "*"))
+	for _, p := range lazy {
+		_ = unix.Unmount(p, unix.MNT_DETACH)
+		_ = os.Remove(p)
 	}
 }
 
@@ -273,6 +303,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			}
 			cancel()
 			wg.Wait()
+			m.stopMounts()
 			m.mu.Lock()
 			m.markDirtyLocked()
 			m.mu.Unlock()
@@ -352,6 +383,7 @@ func (m *Manager) applySpecLocked(d *dsState, s DatasetSpec, fp string) {
 func (m *Manager) removeLocked(d *dsState) {
 	delete(m.datasets, d.key)
 	d.removed = true
+	m.maybeUnmountLocked(d, true)
 	m.changed = append(m.changed, d.key)
 	if d.running {
 		d.cancel()
@@ -422,6 +454,9 @@ func (m *Manager) Unpin(namespace, name, holder string) {
 	delete(m.pins[key], holder)
 	if len(m.pins[key]) == 0 {
 		delete(m.pins, key)
+		if d := m.datasets[key]; d != nil {
+			m.maybeUnmountLocked(d, false)
+		}
 		if e := m.index[key]; e != nil && e.DropOnRelease {
 			m.dropEntryLocked(e)
 			m.log.Info("deleted dataset released: cache removed", "dataset", key, "dir", e.Dir)
@@ -502,6 +537,7 @@ func (m *Manager) dropEntryLocked(e *indexEntry) {
 // flush carries out what was decided under mu: removes trashed directories, writes the index
 // when it changed, and calls OnChange. It returns the index write's error.
 func (m *Manager) flush() error {
+	m.flushMounts()
 	m.mu.Lock()
 	trash, changed := m.trash, m.changed
 	m.trash, m.changed = nil, nil
@@ -827,6 +863,12 @@ func (m *Manager) fetch(ctx context.Context, d *dsState, j job) (err error) {
 	}
 
 	todo := pending(e.Files, j.priority)
+	if ts, ok := m.cfg.Fetcher.(transferStarter); ok {
+		if err := m.fetchFilesLazily(ctx, ts, d, j, e, srcs, todo, len(links) > 0); err != nil {
+			return err
+		}
+		return m.complete(d, j, e, len(todo) > 0)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(m.cfg.FetchConcurrency)
 	for _, i := range todo {
@@ -1138,6 +1180,8 @@ func (m *Manager) complete(d *dsState, j job, e *indexEntry, fetched bool) error
 	d.done, d.filesDone = d.total, d.files
 	d.attempts, d.retryAt = 0, time.Time{}
 	m.setPhaseLocked(d, PhaseReady, "")
+	d.setRunLocked(nil) // lazy readers read the cache directory from now on
+	m.maybeUnmountLocked(d, false)
 	m.markDirtyLocked()
 	if ld, ok := j.store.find(e.LevelDir); ok {
 		u := m.useLocked(ld.Path, "")

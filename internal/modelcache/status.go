@@ -74,6 +74,9 @@ type DatasetStatus struct {
 	Path string
 	// InPlace is true for a dataset of local or NAS mounts served where it lies, never copied.
 	InPlace bool
+	// LazyMount is the directory of the dataset's live lazy mount (LazyPath), or "" when it
+	// has none.
+	LazyMount string
 	// CachedBytes is what the dataset's files take on disk.
 	CachedBytes int64
 	// LastUsed is when a replica last mounted or released it, or its fetch completed.
@@ -176,6 +179,9 @@ func (m *Manager) statusLocked(d *dsState, now time.Time) DatasetStatus {
 		Holders:   len(m.pins[d.key]),
 		Attempts:  d.attempts,
 		NextRetry: d.retryAt,
+	}
+	if d.lazyFS != nil {
+		st.LazyMount = d.lazyFS.dir
 	}
 	if d.inPlace != "" {
 		st.Path, st.InPlace = d.inPlace, true

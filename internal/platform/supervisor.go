@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/infera-dev/infera/internal/adminapi"
+	"github.com/infera-dev/infera/internal/coldstart"
 	"github.com/infera-dev/infera/internal/controller"
 	"github.com/infera-dev/infera/internal/gateway"
 	"github.com/infera-dev/infera/internal/supervisor"
@@ -46,3 +47,8 @@ func (a supervisorAdapter) Replicas() []adminapi.Replica {
 }
 
 func (a supervisorAdapter) Logs(replica string) (io.ReadCloser, error) { return a.s.Logs(replica) }
+
+// replicaTimes is what the cold start tracker needs of a replica's status.
+func replicaTimes(st supervisor.ReplicaStatus) coldstart.Replica {
+	return coldstart.Replica{Revision: st.Revision, Name: st.Name, Created: st.Created, Started: st.Started, Ready: st.ReadySince}
+}

@@ -30,6 +30,7 @@ import (
 	"github.com/infera-dev/infera/internal/adminapi"
 	"github.com/infera-dev/infera/internal/autoscaler"
 	"github.com/infera-dev/infera/internal/clock"
+	"github.com/infera-dev/infera/internal/coldstart"
 	"github.com/infera-dev/infera/internal/controller"
 	"github.com/infera-dev/infera/internal/gateway"
 	"github.com/infera-dev/infera/internal/manifest"
@@ -60,7 +61,7 @@ type UpConfig struct {
 	// Terminal: Out is a terminal, so dataset progress is drawn as bars in place (else plain
 	// lines every 10 s).
 	Terminal bool
-	Logger       *slog.Logger
+	Logger   *slog.Logger
 	// Ready, if set, is called with the gateway and admin addresses once both listen.
 	Ready func(gateway, admin string)
 	// GatewayListener and AdminListener, when set, are used instead of listening on Listen
@@ -137,6 +138,12 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 
 	// One clock for every component.
 	clk := clock.Real{}
+	// Cold starts: the gateway, the supervisor and the controller's scaling loop each report
+	// their own times to it.
+	cold, err := coldstart.New(coldstart.Config{Registerer: reg, Logger: log.With("component", "coldstart")})
+	if err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
 	var ctrl *controller.Controller
 	gw := gateway.New(gateway.Config{
 		QueueDepth:   cfg.QueueDepth,
@@ -144,16 +151,18 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 		Clock:        clk,
 		Logger:       log.With("component", "gateway"),
 		OnDemand:     func(id workload.RevisionID) { ctrl.Poke(id) },
+		OnFirstByte:  cold.FirstByte,
 		RequestLog:   requestLog,
 		Registerer:   reg,
 	})
 	sup, err := supervisor.New(supervisor.Config{
-		Dir:      cfg.StateDir,
-		Gateway:  gw,
-		Sandbox:  cfg.Sandbox,
-		Clock:    clk,
-		Logger:   log.With("component", "supervisor"),
-		OnChange: func(workload.RevisionID) { ctrl.Kick() },
+		Dir:       cfg.StateDir,
+		Gateway:   gw,
+		Sandbox:   cfg.Sandbox,
+		Clock:     clk,
+		Logger:    log.With("component", "supervisor"),
+		OnChange:  func(workload.RevisionID) { ctrl.Kick() },
+		OnReplica: func(st supervisor.ReplicaStatus) { cold.Replica(replicaTimes(st)) },
 	})
 	if err != nil {
 		return err
@@ -175,10 +184,11 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	}
 	ctrl = controller.New(controller.Config{
 		Store: st, Gateway: gw, Supervisor: supervisorAdapter{sup, gw}, Scaler: scaler,
-		Resolve:  reconciler.ResolveOptions{Self: cfg.Self},
-		Datasets: cache,
-		Logger:   log.With("component", "controller"),
-		Clock:    clk,
+		Resolve:    reconciler.ResolveOptions{Self: cfg.Self},
+		Datasets:   cache,
+		ColdStarts: cold,
+		Logger:     log.With("component", "controller"),
+		Clock:      clk,
 	})
 	reg.MustRegister(ctrl.Collector())
 

@@ -73,10 +73,11 @@ type ResolveOptions struct {
 	// Images maps a container image to the command that runs it here, for containers that
 	// name no command (infera runs processes, not images).
 	Images map[string][]string
-	// DatasetPath returns the local directory that serves a Dataset's claim; an error that
-	// matches ErrWaiting makes the revision wait, any other fails it. Nil: only Datasets whose
-	// mount is local:// or an absolute path (NAS) resolve, to that path.
-	DatasetPath func(d *fluid.Dataset) (string, error)
+	// DatasetPath returns the local directory that serves a Dataset's claim to the revision
+	// rev (whose annotations may choose how: infera.dev/dataset-mode); an error that matches
+	// ErrWaiting makes the revision wait, any other fails it. Nil: only Datasets whose mount
+	// is local:// or an absolute path (NAS) resolve, to that path.
+	DatasetPath func(rev *servingv1.Revision, d *fluid.Dataset) (string, error)
 }
 
 // Resolve turns a Knative Revision into what the supervisor runs and the gateway serves:
@@ -144,7 +145,7 @@ func Resolve(rev *servingv1.Revision, objs Objects, opts ResolveOptions) (worklo
 	out.Container.LivenessProbe = probe(c.LivenessProbe, false)
 	out.Container.StartupProbe = probe(c.StartupProbe, false)
 
-	r := &resolver{ns: rev.Namespace, objs: objs, opts: opts}
+	r := &resolver{ns: rev.Namespace, rev: rev, objs: objs, opts: opts}
 	out.Container.Env = r.env(rev, c)
 	out.Volumes = r.volumes(rev, c)
 	if err := r.err(); err != nil {
@@ -156,6 +157,7 @@ func Resolve(rev *servingv1.Revision, objs Objects, opts ResolveOptions) (worklo
 // resolver resolves one revision's references, keeping the first problem of each kind.
 type resolver struct {
 	ns   string
+	rev  *servingv1.Revision
 	objs Objects
 	opts ResolveOptions
 	wait error // the first thing the revision waits for
@@ -453,7 +455,7 @@ func (r *resolver) claimPath(name string) (string, error) {
 		return "", r.waitFor("PersistentVolumeClaim", name, ReasonClaimMissing, "claim %q: no PersistentVolumeClaim or Dataset of that name", name)
 	}
 	if r.opts.DatasetPath != nil {
-		return r.opts.DatasetPath(d)
+		return r.opts.DatasetPath(r.rev, d)
 	}
 	var sources []string
 	for _, m := range d.Spec.Mounts {

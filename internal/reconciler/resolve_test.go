@@ -282,7 +282,7 @@ func TestResolveEnv(t *testing.T) {
 func TestResolveWaits(t *testing.T) {
 	elsewhere := secret("hf", map[string]string{"token": "t"})
 	elsewhere.Namespace = "other"
-	fetching := func(d *fluid.Dataset) (string, error) {
+	fetching := func(_ *servingv1.Revision, d *fluid.Dataset) (string, error) {
 		return "", &WaitError{Kind: "Dataset", Namespace: d.Namespace, Name: d.Name, Reason: "DatasetFetching", Message: fmt.Sprintf("dataset %q is being fetched", d.Name)}
 	}
 	for _, tc := range []struct {
@@ -489,7 +489,7 @@ func TestResolveFailures(t *testing.T) {
 		{
 			"DatasetPath fails",
 			revision(withVolume("models", claimVolume("qwen"))), objects(dataset("qwen", "oss://bucket/qwen")),
-			ResolveOptions{DatasetPath: func(*fluid.Dataset) (string, error) { return "", broken }},
+			ResolveOptions{DatasetPath: func(*servingv1.Revision, *fluid.Dataset) (string, error) { return "", broken }},
 			`cannot run revision default/llm-00001: volume "models": cache index unreadable`,
 		},
 		{
@@ -512,7 +512,7 @@ func TestResolveFailures(t *testing.T) {
 	}
 	t.Run("DatasetPath's error is kept", func(t *testing.T) {
 		_, err := Resolve(revision(withVolume("models", claimVolume("qwen"))), objects(dataset("qwen", "oss://b/q")),
-			ResolveOptions{DatasetPath: func(*fluid.Dataset) (string, error) { return "", broken }})
+			ResolveOptions{DatasetPath: func(*servingv1.Revision, *fluid.Dataset) (string, error) { return "", broken }})
 		if !errors.Is(err, broken) {
 			t.Errorf("err = %v, want one that wraps %v", err, broken)
 		}
@@ -624,7 +624,9 @@ func TestResolveVolumes(t *testing.T) {
 		{
 			"Dataset through DatasetPath",
 			revision(withVolume("models", claimVolume("qwen"))), objects(dataset("qwen", "oss://bucket/qwen")),
-			ResolveOptions{DatasetPath: func(d *fluid.Dataset) (string, error) { return "/var/cache/infera/" + d.Name, nil }},
+			ResolveOptions{DatasetPath: func(_ *servingv1.Revision, d *fluid.Dataset) (string, error) {
+				return "/var/cache/infera/" + d.Name, nil
+			}},
 			workload.Volume{Name: "models", MountPath: "/mnt/models", Kind: workload.VolumeHostPath, HostPath: "/var/cache/infera/qwen"},
 		},
 	} {

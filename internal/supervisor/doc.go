@@ -58,7 +58,9 @@
 //	any state --Scale down / Remove / Shutdown--> Terminating --> (gone)
 //
 // Only Ready replicas are sent to Gateway.SetEndpoints, which is called again on every change
-// of a revision's ready set.
+// of a revision's ready set. Config.OnReplica hears of each process start and each readiness
+// change first, with the replica's Created, Started and ReadySince times: the process start
+// and readiness phases of a cold start.
 //
 // # Probes
 //

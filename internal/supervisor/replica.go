@@ -32,6 +32,7 @@ type replica struct {
 	inc        int // incarnation: which process the probes report about
 	restarts   int
 	started    time.Time
+	readySince time.Time // when it last became Ready
 	lastExit   string
 	lastExitAt time.Time
 	message    string
@@ -44,10 +45,21 @@ type replica struct {
 }
 
 func (r *replica) statusLocked() ReplicaStatus {
-	return ReplicaStatus{
+	st := ReplicaStatus{
 		Name: r.name, Revision: r.rev.ID, PID: r.pid, Port: r.port, State: r.state,
 		Restarts: r.restarts, Created: r.created, Started: r.started,
 		LastExit: r.lastExit, LastExitAt: r.lastExitAt, Message: r.message,
+	}
+	if r.state == Ready {
+		st.ReadySince = r.readySince
+	}
+	return st
+}
+
+// report hands a replica's status to Config.OnReplica; call it with no lock held.
+func (s *Supervisor) report(st ReplicaStatus) {
+	if s.cfg.OnReplica != nil {
+		s.cfg.OnReplica(st)
 	}
 }
 
@@ -177,8 +189,10 @@ func (r *replica) runOnce() (exitReason, string, string) {
 	if !r.stopping {
 		r.state = Starting
 	}
+	st := r.statusLocked()
 	s.mu.Unlock()
 	s.log.Info("replica started", "revision", string(r.rev.ID), "replica", r.name, "pid", p.pid)
+	s.report(st)
 	s.changed(r.rev.ID)
 
 	probeCtx, cancelProbes := context.WithCancel(context.Background())
@@ -288,12 +302,17 @@ func (r *replica) setReady(inc int, ready bool) {
 		return
 	}
 	r.state = want
+	if ready {
+		r.readySince = s.clock.Now()
+	}
 	if ready && !r.rs.everReady {
 		r.rs.everReady = true
 		r.rs.failed, r.rs.message = false, ""
 	}
+	st := r.statusLocked()
 	s.mu.Unlock()
 	s.log.Info("replica readiness", "revision", string(r.rev.ID), "replica", r.name, "state", string(want))
+	s.report(st)
 	s.changed(r.rev.ID)
 }
 

@@ -57,7 +57,12 @@ type Config struct {
 	Clock clock.Clock
 	// OnChange is called whenever a replica's state changes, outside the supervisor's locks;
 	// it must return quickly (e.g. a non-blocking channel send).
-	OnChange     func(id workload.RevisionID)
+	OnChange func(id workload.RevisionID)
+	// OnReplica is called with a replica's status when its process has started and when its
+	// readiness probe moved it into or out of Ready, outside the supervisor's locks and before
+	// the change is sent to the gateway's endpoints; it must return quickly. Its times
+	// (Created, Started, ReadySince) are on Clock.
+	OnReplica    func(ReplicaStatus)
 	LogBytes     int   // ring buffer per replica; default 1 MiB
 	LogFileBytes int64 // a replica's log file rotates at this size; default 10 MiB
 }
@@ -112,8 +117,9 @@ type ReplicaStatus struct {
 	State      ReplicaState        `json:"state"`
 	Restarts   int                 `json:"restarts"`
 	Created    time.Time           `json:"created"`
-	Started    time.Time           `json:"started"`            // when its current (or last) process started
-	LastExit   string              `json:"lastExit,omitempty"` // e.g. "exit status 1", "signal: killed", or a start error
+	Started    time.Time           `json:"started"`             // when its current (or last) process started
+	ReadySince time.Time           `json:"readySince,omitzero"` // when it last became Ready; zero while not Ready
+	LastExit   string              `json:"lastExit,omitempty"`  // e.g. "exit status 1", "signal: killed", or a start error
 	LastExitAt time.Time           `json:"lastExitAt"`
 	Message    string              `json:"message,omitempty"` // the reason of the last exit, e.g. "liveness probe failed: ..."
 }
