@@ -231,7 +231,7 @@ func TestLazyDatasetServesWhileFetching(t *testing.T) {
 //	go test -run '^$' -bench LazyDatasetColdStart -benchtime 1x ./e2e/
 func BenchmarkLazyDatasetColdStart(b *testing.B) {
 	if os.Geteuid() != 0 {
-		b.Skip("lazy dataset mounts need root and /dev/fuse")
+		b.Fatal("lazy dataset mounts need root and /dev/fuse")
 	}
 	size, rate := int64(256<<20), int64(100e6)
 	if v, err := strconv.Atoi(os.Getenv("LAZY_MODEL_MIB")); err == nil {
