@@ -11,10 +11,18 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/infera-dev/infera/internal/adminapi"
 	"github.com/infera-dev/infera/internal/manifest"
+	"github.com/infera-dev/infera/internal/platform"
 )
+
+// isTerminal reports whether w is a terminal (progress is drawn in place there).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(interface{ Fd() uintptr })
+	return ok && term.IsTerminal(int(f.Fd()))
+}
 
 // DefaultAdmin is the admin API address `infera up` listens on and the other commands call.
 const DefaultAdmin = "127.0.0.1:8081"
@@ -43,7 +51,7 @@ func printResult(stdio IO, res adminapi.ApplyResult) {
 
 func newApply(stdio IO) *cobra.Command {
 	var files []string
-	var admin string
+	var admin, follow string
 	var dryRun bool
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|- [-f ...]",
@@ -53,13 +61,40 @@ does) and stores all of it, or nothing when any document has an error. Services 
 at once: a changed template makes a new revision, and traffic moves when it is ready.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return sendManifests(stdio, "apply", files, func(c *adminapi.Client, sources []manifest.Source) (adminapi.ApplyResult, error) {
-				return c.Apply(cmd.Context(), sources, dryRun)
+			tty := isTerminal(stdio.Out)
+			switch follow {
+			case "auto", "always", "never":
+			default:
+				return fail(ExitUsage, "apply: --follow %q: use auto, always or never", follow)
+			}
+			var applied adminapi.ApplyResult
+			err := sendManifests(stdio, "apply", files, func(c *adminapi.Client, sources []manifest.Source) (adminapi.ApplyResult, error) {
+				res, err := c.Apply(cmd.Context(), sources, dryRun)
+				applied = res
+				return res, err
 			}, admin)
+			if err != nil || dryRun || follow == "never" || (follow == "auto" && !tty) {
+				return err
+			}
+			var keys []string
+			for _, ch := range applied.Changes {
+				if ch.Kind == "Dataset" {
+					keys = append(keys, ch.Namespace+"/"+ch.Name)
+				}
+			}
+			if len(keys) == 0 {
+				return nil
+			}
+			c := adminapi.NewClient(admin)
+			if err := platform.FollowDatasets(cmd.Context(), stdio.Out, tty, nil, c.Datasets, keys); err != nil {
+				return fail(ExitFailure, "apply: %v", err)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory or - for stdin (repeatable)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate against the running state and show what would change")
+	cmd.Flags().StringVar(&follow, "follow", "auto", "follow the fetch of the Datasets applied until each is Ready or Failed: auto (on a terminal), always (plain lines when not a terminal), never")
 	adminFlag(cmd, &admin)
 	return cmd
 }

@@ -4,7 +4,6 @@ import (
 	"log/slog"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/infera-dev/infera/internal/manifest"
 	"github.com/infera-dev/infera/internal/platform"
@@ -44,9 +43,7 @@ largest timeoutSeconds), then replicas are drained and stopped. A second signal 
 			}
 			cfg.Quickstart = len(files) == 0
 			cfg.Out = stdio.Out
-			if f, ok := stdio.Out.(interface{ Fd() uintptr }); ok {
-				cfg.Terminal = term.IsTerminal(int(f.Fd()))
-			}
+			cfg.Terminal = isTerminal(stdio.Out)
 			cfg.Logger = slog.New(slog.NewTextHandler(stdio.ErrOut, &slog.HandlerOptions{Level: level}))
 			if err := platform.Up(cmd.Context(), cfg); err != nil {
 				return fail(ExitFailure, "%v", err)

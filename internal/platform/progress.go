@@ -123,3 +123,60 @@ func bytesOf(n int64) string {
 	}
 	return fmt.Sprintf("%.1f%ci", v, "KMGTPE"[u-1])
 }
+
+// FollowDatasets shows the progress of the named datasets ("namespace/name") as up does (bars
+// on a terminal, plain lines every 10 s otherwise) until each is Ready or Failed, or ctx ends.
+// `infera apply` uses it for the Datasets it applied. It returns an error naming the datasets
+// that failed.
+func FollowDatasets(ctx context.Context, w io.Writer, tty bool, c clock.Clock, list func(context.Context) ([]adminapi.DatasetView, error), keys []string) error {
+	want := map[string]bool{}
+	for _, k := range keys {
+		want[k] = true
+	}
+	var listErr error
+	var last []adminapi.DatasetView
+	p := &progress{w: w, tty: tty, clock: clock.Or(c), plainEvery: 10 * time.Second, list: func() []adminapi.DatasetView {
+		all, err := list(ctx)
+		if err != nil {
+			listErr = err
+			return nil
+		}
+		last = last[:0]
+		for _, d := range all {
+			if want[d.Namespace+"/"+d.Name] {
+				last = append(last, d)
+			}
+		}
+		return last
+	}}
+	t := p.clock.NewTicker(time.Second)
+	defer t.Stop()
+	now := p.clock.Now()
+	for {
+		p.step(now)
+		if listErr != nil {
+			return listErr
+		}
+		done, failed := 0, []string(nil)
+		for _, d := range last {
+			switch d.Phase {
+			case "Ready":
+				done++
+			case "Failed":
+				done++
+				failed = append(failed, d.Namespace+"/"+d.Name+": "+d.Message)
+			}
+		}
+		if len(last) == len(keys) && done == len(keys) {
+			if len(failed) > 0 {
+				return fmt.Errorf("dataset failed: %s", strings.Join(failed, "; "))
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil // stop following; the fetch goes on
+		case now = <-t.C():
+		}
+	}
+}

@@ -1,11 +1,14 @@
 package platform
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/infera-dev/infera/internal/adminapi"
+	"github.com/infera-dev/infera/internal/clock"
 )
 
 func TestProgress(t *testing.T) {
@@ -42,6 +45,44 @@ func TestProgress(t *testing.T) {
 			if out.String() != tc.want {
 				t.Errorf("output:\n%q\nwant\n%q", out.String(), tc.want)
 			}
+		})
+	}
+}
+
+func TestFollowDatasets(t *testing.T) {
+	fetching := adminapi.DatasetView{Namespace: "default", Name: "m", Phase: "Fetching", Bytes: 1 << 30, Total: 2 << 30}
+	ready := adminapi.DatasetView{Namespace: "default", Name: "m", Phase: "Ready", Bytes: 2 << 30, Total: 2 << 30}
+	failed := adminapi.DatasetView{Namespace: "default", Name: "m", Phase: "Failed", Message: "access denied (403)"}
+	other := adminapi.DatasetView{Namespace: "default", Name: "other", Phase: "Fetching", Total: 1}
+	for _, tc := range []struct {
+		name    string
+		frames  [][]adminapi.DatasetView
+		want    string
+		wantErr string
+	}{
+		{"until ready, others ignored", [][]adminapi.DatasetView{{fetching, other}, {fetching, other}, {ready, other}},
+			"dataset default/m: 1.0Gi of 2.0Gi (50%)\ndataset default/m: ready, 2.0Gi cached\n", ""},
+		{"a failure is the error", [][]adminapi.DatasetView{{fetching}, {failed}},
+			"dataset default/m: 1.0Gi of 2.0Gi (50%)\ndataset default/m: failed: access denied (403)\n", "dataset failed: default/m: access denied (403)"},
+		{"already ready: returns at once", [][]adminapi.DatasetView{{ready}}, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var out strings.Builder
+				i := 0
+				list := func(context.Context) ([]adminapi.DatasetView, error) {
+					f := tc.frames[min(i, len(tc.frames)-1)]
+					i++
+					return f, nil
+				}
+				err := FollowDatasets(t.Context(), &out, false, clock.Real{}, list, []string{"default/m"})
+				if (err == nil) != (tc.wantErr == "") || (err != nil && err.Error() != tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				if out.String() != tc.want {
+					t.Errorf("output %q, want %q", out.String(), tc.want)
+				}
+			})
 		})
 	}
 }
