@@ -3,15 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,77 +18,6 @@ import (
 	"github.com/infera-dev/infera/internal/modelserver"
 	"github.com/infera-dev/infera/internal/testutil"
 )
-
-// slowProxy is a loopback TCP proxy to target that sends the server's bytes to each client
-// connection at no more than rate bytes per second: a store behind a link with a
-// per-connection limit. The pacing is the emulated link, not a wait for state.
-type slowProxy struct {
-	ln   net.Listener
-	rate int64
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	cs   []net.Conn
-}
-
-func startSlowProxy(t testing.TB, target string, rate int64) *slowProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &slowProxy{ln: ln, rate: rate}
-	p.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.cs = append(p.cs, c, s)
-			p.mu.Unlock()
-			p.wg.Go(func() { io.Copy(s, c); s.Close() })
-			p.wg.Go(func() { p.pace(c, s); c.Close() })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.cs {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *slowProxy) endpoint() string { return "http://" + p.ln.Addr().String() }
-
-// pace copies src to dst at p.rate.
-func (p *slowProxy) pace(dst io.Writer, src io.Reader) {
-	buf := make([]byte, 32<<10)
-	start, sent := time.Now(), int64(0)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			sent += int64(n)
-			if ahead := time.Duration(sent*int64(time.Second)/p.rate) - time.Since(start); ahead > 0 {
-				time.Sleep(ahead)
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
 
 // lazyModel generates a model of size bytes and puts it in S3 under models/sd.
 func lazyModel(t testing.TB, s3 *testutil.S3Server, size int64) {
@@ -169,8 +95,8 @@ func TestLazyDatasetServesWhileFetching(t *testing.T) {
 	// dataset's other file, two ranges, in ~8 s: the model loads lazily well before Ready.
 	lazyModel(t, s3, 8<<20)
 	s3.Put("my-bucket", "models/sd/zz-extra.bin", make([]byte, 32<<20))
-	proxy := startSlowProxy(t, strings.TrimPrefix(s3.Endpoint(), "http://"), 2<<20)
-	manifests := lazyManifests(t, s3, proxy.endpoint(), t.TempDir(), false)
+	proxy := testutil.StartShaper(t, strings.TrimPrefix(s3.Endpoint(), "http://"), 2<<20)
+	manifests := lazyManifests(t, s3, proxy.Endpoint(), t.TempDir(), false)
 	u := startUp(t, manifests+"\n---\n"+annotatePrefetch(t, serviceOf(t, "sd-prefetch")))
 
 	u.loaded(t, "sd-backend.default.localhost", 60*time.Second)
@@ -242,13 +168,13 @@ func BenchmarkLazyDatasetColdStart(b *testing.B) {
 	}
 	s3 := testutil.StartS3(b)
 	lazyModel(b, s3, size)
-	proxy := startSlowProxy(b, strings.TrimPrefix(s3.Endpoint(), "http://"), rate)
+	proxy := testutil.StartShaper(b, strings.TrimPrefix(s3.Endpoint(), "http://"), float64(rate))
 	var fetch, lazy, prefetch []time.Duration
 	for b.Loop() {
-		fetch = append(fetch, pureFetch(b, s3, proxy.endpoint()))
+		fetch = append(fetch, pureFetch(b, s3, proxy.Endpoint()))
 		for _, mode := range []bool{false, true} {
 			start := time.Now()
-			u := startUp(b, lazyManifests(b, s3, proxy.endpoint(), b.TempDir(), mode))
+			u := startUp(b, lazyManifests(b, s3, proxy.Endpoint(), b.TempDir(), mode))
 			u.loaded(b, "sd-backend.default.localhost", 10*time.Minute)
 			d := time.Since(start)
 			if f := os.Getenv("LAZY_LOG"); f != "" {

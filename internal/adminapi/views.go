@@ -264,3 +264,18 @@ type DataLoadView struct {
 	LastSuccessfulTime time.Time `json:"lastSuccessfulTime,omitzero"`
 	NextScheduleTime   time.Time `json:"nextScheduleTime,omitzero"`
 }
+
+// Bytes is a byte count in binary units, as the CLI and up's progress show sizes: "1.5Gi",
+// "512B".
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	v, u := float64(n), 0
+	for v >= unit && u < 5 {
+		v /= unit
+		u++
+	}
+	return fmt.Sprintf("%.1f%ci", v, "KMGTPE"[u-1])
+}

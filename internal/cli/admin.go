@@ -235,7 +235,7 @@ func printTable(w io.Writer, v any) {
 		fmt.Fprintln(tw, "NAMESPACE\tNAME\tPHASE\tCACHED\tTOTAL\tFILES\tRATE\tETA\tLEVEL\tMODE\tHOLDERS\tMESSAGE")
 		for _, d := range rows {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Namespace, d.Name, d.Phase,
-				bytesOf(d.Bytes), bytesOf(d.Total), d.FilesDone, d.Files, rateOf(d.Rate), etaOf(d.ETASeconds), dash(d.Level), d.Mode, d.Holders, dash(d.Message))
+				adminapi.Bytes(d.Bytes), adminapi.Bytes(d.Total), d.FilesDone, d.Files, rateOf(d.Rate), etaOf(d.ETASeconds), dash(d.Level), d.Mode, d.Holders, dash(d.Message))
 		}
 	case []adminapi.DataLoadView:
 		fmt.Fprintln(tw, "NAMESPACE\tNAME\tDATASET\tPOLICY\tPHASE\tDURATION\tRUNS\tMESSAGE")
@@ -252,20 +252,6 @@ func printTable(w io.Writer, v any) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", r.Name, r.Revision, r.State, r.PID, dash(r.Addr), r.Restarts, r.InFlight, age)
 		}
 	}
-}
-
-// bytesOf is a byte count in binary units, as kubectl shows quantities: "1.5Gi".
-func bytesOf(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d", n)
-	}
-	v, u := float64(n), 0
-	for v >= unit && u < 5 {
-		v /= unit
-		u++
-	}
-	return fmt.Sprintf("%.1f%ci", v, "KMGTPE"[u-1])
 }
 
 func rateOf(bps float64) string {
@@ -383,13 +369,13 @@ func printDataset(w io.Writer, d adminapi.DatasetView) {
 	if d.Total > 0 {
 		pct = 100 * float64(d.Bytes) / float64(d.Total)
 	}
-	fmt.Fprintf(w, "Cached:      %s of %s (%.0f%%), %d of %d files\n", bytesOf(d.Bytes), bytesOf(d.Total), pct, d.FilesDone, d.Files)
+	fmt.Fprintf(w, "Cached:      %s of %s (%.0f%%), %d of %d files\n", adminapi.Bytes(d.Bytes), adminapi.Bytes(d.Total), pct, d.FilesDone, d.Files)
 	fmt.Fprintf(w, "Rate:        %s\nETA:         %s\n", rateOf(d.Rate), etaOf(d.ETASeconds))
 	fmt.Fprintf(w, "Mode:        %s\n", d.Mode)
 	if d.Level != "" {
 		fmt.Fprintf(w, "Level:       %s at %s\n", d.Level, d.LevelPath)
 	}
-	fmt.Fprintf(w, "Path:        %s\nOn disk:     %s\nHolders:     %d\n", dash(d.Path), bytesOf(d.CachedBytes), d.Holders)
+	fmt.Fprintf(w, "Path:        %s\nOn disk:     %s\nHolders:     %d\n", dash(d.Path), adminapi.Bytes(d.CachedBytes), d.Holders)
 	if d.Attempts > 0 {
 		fmt.Fprintf(w, "Attempts:    %d (next retry %s)\n", d.Attempts, d.NextRetry.Format(time.RFC3339))
 	}

@@ -4,17 +4,14 @@ import (
 	"context"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -57,11 +54,11 @@ func BenchmarkFetch(b *testing.B) {
 	srv.PutReader("bench", "big.bin", io.LimitReader(rand.NewChaCha8([32]byte{1}), size), size)
 	// Write the object out now: its writeback would otherwise slow whichever fetch comes first.
 	syscall.Sync()
-	shaper := startShaper(b, srv.Addr(), rate)
+	shaper := testutil.StartShaper(b, srv.Addr(), rate)
 
 	for _, link := range []struct{ name, endpoint string }{
 		{"direct", srv.Endpoint()},
-		{"shaped", "http://" + shaper.addr()},
+		{"shaped", shaper.Endpoint()},
 	} {
 		for _, tool := range []struct {
 			name  string
@@ -185,92 +182,4 @@ func (s md5OnlySource) Stat(ctx context.Context, key string) (modelcache.Object,
 	o, err := s.Source.Stat(ctx, key)
 	o.Checksums = map[string]string{"md5": o.Checksums["md5"]}
 	return o, err
-}
-
-// shaper is a TCP proxy that limits what each connection carries from the server to rate
-// bytes a second (requests pass as they come).
-type shaper struct {
-	l    net.Listener
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	conn map[net.Conn]bool
-}
-
-func startShaper(tb testing.TB, upstream string, rate float64) *shaper {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := &shaper{l: l, conn: map[net.Conn]bool{}}
-	s.wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", upstream)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			s.track(c, true)
-			s.track(up, true)
-			s.wg.Go(func() {
-				_, _ = io.Copy(up, c)
-				up.(*net.TCPConn).CloseWrite()
-			})
-			s.wg.Go(func() {
-				pace(c, up, rate)
-				c.Close()
-				up.Close()
-				s.track(c, false)
-				s.track(up, false)
-			})
-		}
-	})
-	tb.Cleanup(func() {
-		l.Close()
-		s.mu.Lock()
-		for c := range s.conn {
-			c.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
-	})
-	return s
-}
-
-func (s *shaper) addr() string { return s.l.Addr().String() }
-
-func (s *shaper) track(c net.Conn, on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if on {
-		s.conn[c] = true
-	} else {
-		delete(s.conn, c)
-	}
-}
-
-// pace copies src to dst at most rate bytes a second, with bursts of one 64 KiB read.
-func pace(dst io.Writer, src io.Reader, rate float64) {
-	buf := make([]byte, 64<<10)
-	next := time.Now()
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-			if floor := time.Now().Add(-time.Millisecond); next.Before(floor) {
-				next = floor // an idle connection saves up no more than a millisecond
-			}
-			next = next.Add(time.Duration(float64(n) / rate * float64(time.Second)))
-			time.Sleep(time.Until(next)) // pacing: this is what makes the link slow
-		}
-		if err != nil {
-			return
-		}
-	}
 }

@@ -55,7 +55,7 @@ func (p *progress) step(now time.Time) {
 			fetching = append(fetching, d)
 		case seen && old != d.Phase && (d.Phase == "Ready" || d.Phase == "Failed"):
 			if d.Phase == "Ready" {
-				done = append(done, fmt.Sprintf("dataset %s: ready, %s cached", key, bytesOf(d.Bytes)))
+				done = append(done, fmt.Sprintf("dataset %s: ready, %s cached", key, adminapi.Bytes(d.Bytes)))
 			} else {
 				done = append(done, fmt.Sprintf("dataset %s: failed: %s", key, d.Message))
 			}
@@ -94,7 +94,7 @@ func fraction(d adminapi.DatasetView) float64 {
 
 // line is "dataset default/x: 1.2Gi of 3.4Gi (35%), 210.0 MB/s, ETA 10s".
 func line(d adminapi.DatasetView) string {
-	s := fmt.Sprintf("dataset %s/%s: %s of %s (%.0f%%)", d.Namespace, d.Name, bytesOf(d.Bytes), bytesOf(d.Total), 100*fraction(d))
+	s := fmt.Sprintf("dataset %s/%s: %s of %s (%.0f%%)", d.Namespace, d.Name, adminapi.Bytes(d.Bytes), adminapi.Bytes(d.Total), 100*fraction(d))
 	if d.Rate > 0 {
 		s += fmt.Sprintf(", %.1f MB/s", d.Rate/1e6)
 	}
@@ -108,20 +108,6 @@ func line(d adminapi.DatasetView) string {
 func bar(d adminapi.DatasetView, width int) string {
 	n := int(fraction(d) * float64(width))
 	return "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "] " + line(d)
-}
-
-// bytesOf is a byte count in binary units: "1.5Gi".
-func bytesOf(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	v, u := float64(n), 0
-	for v >= unit && u < 5 {
-		v /= unit
-		u++
-	}
-	return fmt.Sprintf("%.1f%ci", v, "KMGTPE"[u-1])
 }
 
 // FollowDatasets shows the progress of the named datasets ("namespace/name") as up does (bars
