@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
 	"github.com/infera-dev/infera/internal/fluid"
+	"github.com/infera-dev/infera/internal/manifest"
 	"github.com/infera-dev/infera/internal/modelcache"
 	"github.com/infera-dev/infera/internal/reconciler"
 	"github.com/infera-dev/infera/internal/workload"
@@ -103,7 +106,7 @@ func (c *Controller) syncDatasets() {
 	}
 	var specs []modelcache.DatasetSpec
 	for _, key := range slices.Sorted(maps.Keys(c.state.datasets)) {
-		d := c.state.datasets[key]
+		d := c.state.resolvePVCMounts(c.state.datasets[key])
 		spec := modelcache.DatasetSpec{Namespace: d.Namespace, Name: d.Name, Dataset: d,
 			Runtime: c.state.runtime(d.Namespace, d.Name), Secrets: map[string]string{}}
 		for i := range d.Spec.Mounts {
@@ -209,4 +212,34 @@ func splitKey(key string) (namespace, name string) {
 		}
 	}
 	return "", key
+}
+
+// resolvePVCMounts returns d with each `pvc://claim/sub` mount pointing at the claim's
+// directory on this machine (its infera.dev/host-path annotation), as Fluid mounts an existing
+// PVC as a dataset's source; such a mount is then served in place. A claim that is missing or
+// has no directory is left as it is, and the model cache reports the mount as unsupported
+// until it is applied.
+func (s *state) resolvePVCMounts(d *fluid.Dataset) *fluid.Dataset {
+	var out *fluid.Dataset
+	for i, m := range d.Spec.Mounts {
+		rest, ok := strings.CutPrefix(m.MountPoint, "pvc://")
+		if !ok {
+			continue
+		}
+		claim, sub, _ := strings.Cut(rest, "/")
+		pvc := s.PersistentVolumeClaim(d.Namespace, claim)
+		if pvc == nil || pvc.Annotations[manifest.HostPathAnnotation] == "" {
+			continue
+		}
+		if out == nil {
+			cp := *d
+			cp.Spec.Mounts = slices.Clone(d.Spec.Mounts)
+			out = &cp
+		}
+		out.Spec.Mounts[i].MountPoint = filepath.Join(pvc.Annotations[manifest.HostPathAnnotation], filepath.Clean("/"+sub))
+	}
+	if out == nil {
+		return d
+	}
+	return out
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/infera-dev/infera/internal/adminapi"
 	"github.com/infera-dev/infera/internal/modelcache"
+	"github.com/infera-dev/infera/internal/store"
 	"github.com/infera-dev/infera/internal/workload"
 )
 
@@ -224,6 +225,37 @@ spec:
 		}
 		if lazy := h.revision("sd-00001"); lazy.DatasetMode != DatasetModeLazy {
 			t.Errorf("the lazy revision keeps its mode: %+v", lazy)
+		}
+	})
+}
+
+// TestPVCMountResolved: a pvc:// mount reaches the model cache as the claim's directory on
+// this machine, sub-path kept; a claim without one is left for the cache to refuse.
+func TestPVCMountResolved(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, "")
+		ds := &fakeDatasets{calls: h.calls, paths: map[string]string{}, fails: map[string]string{}}
+		h.restartWith(ds)
+		h.apply(`apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: nas, namespace: default, annotations: {infera.dev/host-path: /srv/nas}}
+spec: {accessModes: [ReadOnlyMany], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: data.fluid.io/v1alpha1
+kind: Dataset
+metadata: {name: from-pvc, namespace: default}
+spec:
+  mounts:
+    - {mountPoint: "pvc://nas/models/llm", name: llm}
+`)
+		ds.mu.Lock()
+		defer ds.mu.Unlock()
+		if len(ds.specs) != 1 || ds.specs[0].Dataset.Spec.Mounts[0].MountPoint != "/srv/nas/models/llm" {
+			t.Fatalf("specs: %+v", ds.specs)
+		}
+		if o, err := h.store.Get(store.Key{Group: "data.fluid.io", Kind: "Dataset", Namespace: "default", Name: "from-pvc"}); err != nil ||
+			!strings.Contains(string(o.Data), "pvc://nas/models/llm") {
+			t.Errorf("the stored Dataset was changed: %v %s", err, o.Data)
 		}
 	})
 }

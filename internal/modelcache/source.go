@@ -112,7 +112,7 @@ func NewSource(m fluid.Mount, options, secrets map[string]string) (Source, error
 		}
 		return NewLocalSource(dir)
 	case "pvc":
-		return nil, fmt.Errorf("modelcache: mount point %q: %w: resolve the claim to a directory and use NewLocalSource", mp, ErrUnsupported)
+		return nil, fmt.Errorf("modelcache: mount point %q: %w: a pvc:// mount needs a PersistentVolumeClaim of that name in the dataset's namespace, annotated infera.dev/host-path with its directory on this machine", mp, ErrUnsupported)
 	default:
 		return nil, fmt.Errorf("modelcache: mount point %q: %w: scheme %s:// (served: s3, oss, http, https, local, absolute paths)", mp, ErrUnsupported, scheme)
 	}
