@@ -1,14 +1,14 @@
 package modelserver
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/infera-dev/infera/internal/testutil"
 )
 
 func TestServedNames(t *testing.T) {
@@ -140,7 +140,7 @@ func TestLoadReported(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs testutil.SyncBuffer
 			tt.cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 			tt.cfg.Names = []string{"chat", "gpt-4o"}
 			ts := startServer(t, tt.cfg)
@@ -188,22 +188,4 @@ func TestLoadReported(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a logger may write while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

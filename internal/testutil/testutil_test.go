@@ -27,3 +27,14 @@ func TestGoroutinesSettle(t *testing.T) {
 		t.Fatalf("did not settle below a generous bound:\n%s", stacks)
 	}
 }
+
+func TestSyncBuffer(t *testing.T) {
+	var b SyncBuffer
+	done := make(chan struct{})
+	go func() { b.Write([]byte("a")); close(done) }()
+	b.Write([]byte("b"))
+	<-done
+	if s := b.String(); s != "ab" && s != "ba" {
+		t.Errorf("String() = %q", s)
+	}
+}
