@@ -176,9 +176,11 @@ func (s *server) handleInfer(w http.ResponseWriter, r *http.Request) {
 	}
 	results, err := s.generate(r, m, j, emitter{})
 	if err != nil {
-		if herr := statusOf(err); herr != nil {
-			writeKServeError(w, herr)
+		herr := statusOf(err)
+		if herr == nil {
+			abortUnanswered()
 		}
+		writeKServeError(w, herr)
 		return
 	}
 

@@ -236,9 +236,11 @@ func acceptOpenAI[Req any](s *server, w http.ResponseWriter, r *http.Request, re
 func (s *server) generateAll(w http.ResponseWriter, r *http.Request, m *Model, j job) ([]result, bool) {
 	results, err := s.generate(r, m, j, emitter{})
 	if err != nil {
-		if herr := statusOf(err); herr != nil {
-			writeOpenAIError(w, herr)
+		herr := statusOf(err)
+		if herr == nil {
+			abortUnanswered()
 		}
+		writeOpenAIError(w, herr)
 		return nil, false
 	}
 	return results, true
@@ -463,10 +465,13 @@ func messageText(raw json.RawMessage) (string, error) {
 // the stream started; else the usage chunk, if last returns one, and [DONE].
 func (s *server) endStream(w http.ResponseWriter, ev *eventStream, err error, last func() any) {
 	if err != nil {
-		if herr := statusOf(err); herr != nil && ev == nil {
+		switch herr := statusOf(err); {
+		case herr == nil:
+			abortUnanswered() // the client is gone or was cut off: no clean end of stream
+		case ev == nil:
 			writeOpenAIError(w, herr)
 		}
-		return // mid-stream: the client is gone or was cut off
+		return // mid-stream: an error after the first event
 	}
 	if v := last(); v != nil {
 		if ev.send(v) != nil {

@@ -400,6 +400,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v) // a failed write means the client left
 }
 
+// abortUnanswered ends a request there is no one to answer (the client left, or the drain cut
+// it off) by dropping its connection: net/http would otherwise send an empty 200 for a handler
+// that returns without writing, or end a stream as if it were complete.
+func abortUnanswered() { panic(http.ErrAbortHandler) }
+
 // statusOf maps a generation error to an httpError, or nil when the client
 // is gone (or was cut off) and there is no one to answer.
 func statusOf(err error) *httpError {
