@@ -57,7 +57,7 @@ func TestQuickstartStreamsAndSurvivesRestart(t *testing.T) {
 	}
 	resp.Body.Close()
 	if len(events) < 2 || events[len(events)-1] != "[DONE]" || !strings.Contains(events[0], "chat.completion.chunk") {
-		t.Errorf("SSE events = %q", events)
+		t.Errorf("SSE events = %q\n%s", events, u.out)
 	}
 
 	if out, code := u.infera(t, "", "logs", "llm"); code != 0 || !strings.Contains(out, "model") {

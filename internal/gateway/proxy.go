@@ -71,6 +71,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.clock.Now()
 	c := &call{g: g, w: w, r: r}
 	defer c.finish(start)
+	// A proxy streams the replica's response while the request body may still be on its way
+	// to the replica (the transport reads to EOF after the last byte, and a stream starts
+	// before that under load). Without full duplex, net/http's HTTP/1 server makes the request
+	// body unreadable once the response is flushed, the transport then drops the replica's
+	// connection, and the stream is cut after its first write. HTTP/2 is full duplex already
+	// (the call then returns an error, which means nothing to do).
+	_ = http.NewResponseController(w).EnableFullDuplex()
 
 	if max := g.cfg.MaxBodyBytes; max > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > max {
