@@ -84,10 +84,20 @@ func TestColdStartFromZero(t *testing.T) {
 			t.Fatalf("a revision added at zero has had a cold start: %+v", r.LastColdStart)
 		}
 
+		// Hold the loop inside the +1s stats collection while the request arrives, so that it
+		// handles the poke only after the clock moved on.
+		release := make(chan struct{})
+		h.gw.mu.Lock()
+		h.gw.blockCollect = release
+		h.gw.mu.Unlock()
 		h.advance(time.Second)
 		h.calls.take()
 		h.ctrl.Poke(llm1) // the request arrives at +1s
 		h.clock.Advance(2 * time.Millisecond)
+		h.gw.mu.Lock()
+		h.gw.blockCollect = nil
+		h.gw.mu.Unlock()
+		close(release)
 		synctest.Wait() // the loop handles the poke at +1.002s and starts a replica
 		h.expect(
 			"scaler.Poke default/llm-00001 1/1 at +1s (now +1.002s) ready 0",
