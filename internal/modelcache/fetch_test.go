@@ -171,6 +171,7 @@ type rangeProxy struct {
 	tr     *http.Transport
 	served atomic.Int64
 	gets   atomic.Int64
+	open   atomic.Int64 // range responses still being relayed
 
 	mu          sync.Mutex
 	rate        float64 // bytes per second per response; 0: as fast as it goes
@@ -196,6 +197,7 @@ func newRangeProxy(t *testing.T, upstream string) *rangeProxy {
 			return nil // not an object's range: a listing, the bucket's location, ...
 		}
 		p.gets.Add(1)
+		p.open.Add(1)
 		p.mu.Lock()
 		b := &proxyBody{p: p, rc: resp.Body, ctx: resp.Request.Context(), rate: p.rate, start: time.Now()}
 		if p.corruptNext && resp.ContentLength > 16 {
@@ -236,6 +238,7 @@ type proxyBody struct {
 	sent    int64
 	flipAt  int64
 	stallAt int64
+	closed  atomic.Bool
 }
 
 func (b *proxyBody) Read(buf []byte) (int, error) {
@@ -263,7 +266,21 @@ func (b *proxyBody) Read(buf []byte) (int, error) {
 	return n, err
 }
 
-func (b *proxyBody) Close() error { return b.rc.Close() }
+func (b *proxyBody) Close() error {
+	if b.closed.CompareAndSwap(false, true) {
+		b.p.open.Add(-1)
+	}
+	return b.rc.Close()
+}
+
+// idle waits until no range response is being relayed (a cancelled fetch's responses may
+// still be draining), so that served counts what the next fetch reads.
+func (p *rangeProxy) idle(t *testing.T) {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, "the proxy idle", func() (bool, string) {
+		return p.open.Load() == 0, fmt.Sprint(p.open.Load(), " responses open")
+	})
+}
 
 // countingHandler counts log records by message.
 type countingHandler struct {
@@ -472,6 +489,7 @@ func TestFetchResume(t *testing.T) {
 	}
 	checkGone(t, dst)
 	checkExists(t, dst+".partial", dst+".journal")
+	proxy.idle(t)
 	first := proxy.served.Swap(0)
 
 	tr := f.StartFetch(context.Background(), src, modelcache.Object{Key: "r.bin"}, dst, nil)
