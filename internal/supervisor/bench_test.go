@@ -81,7 +81,7 @@ func BenchmarkProcessOnly(b *testing.B) {
 	for b.Loop() {
 		port, _ := freePort()
 		r := &replica{rev: rev, port: port, s: &Supervisor{}}
-		cmd, err := r.command(rev.Container.Command, &sandbox{})
+		cmd, err := processRuntime{r.s}.command(rev.Container.Command, "", processEnv(Launch{Env: r.launchEnv()}, &sandbox{}), &sandbox{})
 		if err != nil {
 			b.Fatal(err)
 		}

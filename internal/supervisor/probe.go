@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -444,36 +444,15 @@ func grpcProbe(ctx context.Context, cc grpc.ClientConnInterface, service string)
 	return nil
 }
 
-// execProbe runs command in the replica's sandbox context; exit status 0 is success.
+// execProbe runs command beside the replica's program, where it sees what the program sees
+// (its sandbox, its container); exit status 0 is success.
 func (r *replica) execProbe(ctx context.Context, command []string) error {
-	sb := r.sandbox
-	if sb == nil {
-		sb = &sandbox{}
-	}
-	cmd, err := r.command(command, sb)
-	if err != nil {
-		return fmt.Errorf("exec probe: %w", err)
+	inst := r.current()
+	if inst == nil {
+		return errors.New("exec probe: the replica is not running")
 	}
 	var out limitedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 100 * time.Millisecond // os/exec's wall-clock timer, like the probe's timeout
-	if err := r.s.spawner.start(cmd); err != nil {
-		return fmt.Errorf("exec probe: %w", err)
-	}
-	pid := cmd.Process.Pid
-	exited := make(chan struct{})
-	go func() {
-		waitExited(pid)
-		close(exited)
-	}()
-	select {
-	case <-exited:
-	case <-ctx.Done():
-	}
-	// Leftovers of the probe (or the whole probe, on timeout); the leader is not reaped yet.
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	<-exited
-	err = cmd.Wait()
+	err := inst.Exec(ctx, command, &out)
 	if ctx.Err() != nil {
 		return fmt.Errorf("exec probe: %w", ctx.Err())
 	}

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -76,44 +77,43 @@ type sandbox struct {
 	env       []string // INFERA_VOLUME_* with Sandbox "none"
 }
 
-// prepareSandbox writes a replica's volume files and scratch directories and decides how its
-// processes run. It runs once per replica: emptyDir content survives restarts.
-func (s *Supervisor) prepareSandbox(r *replica) (*sandbox, error) {
-	vols := r.rev.Volumes
-	if len(vols) == 0 {
-		return &sandbox{}, nil
-	}
-	useBwrap := s.cfg.Sandbox != SandboxNone
-	if useBwrap && s.bwrap == "" {
-		return nil, ErrNoSandbox
-	}
-	sb := &sandbox{}
-	type bind struct {
-		src, dst string
-		ro       bool
-	}
-	var binds []bind
-	for _, v := range vols {
+// prepareBinds writes a replica's volume files and scratch directories and returns where each
+// volume comes from. It runs once per replica: emptyDir content survives restarts.
+func (s *Supervisor) prepareBinds(r *replica) ([]Bind, error) {
+	var binds []Bind
+	for _, v := range r.rev.Volumes {
 		src, err := s.volumeSource(r, v)
 		if err != nil {
 			return nil, fmt.Errorf("volume %q: %w", v.Name, err)
 		}
-		if !useBwrap {
-			sb.env = append(sb.env, volumeEnvName(v.Name)+"="+src)
-			continue
-		}
 		if !filepath.IsAbs(v.MountPath) {
 			return nil, fmt.Errorf("volume %q: mountPath %q is not absolute", v.Name, v.MountPath)
 		}
-		binds = append(binds, bind{src: src, dst: filepath.Clean(v.MountPath), ro: v.ReadOnly || v.Kind == workload.VolumeFiles})
-	}
-	if !useBwrap {
-		return sb, nil
+		binds = append(binds, Bind{Volume: v.Name, Source: src, Target: filepath.Clean(v.MountPath), ReadOnly: v.ReadOnly || v.Kind == workload.VolumeFiles})
 	}
 	// Parents before children, so a volume mounted inside another stays visible.
 	sort.SliceStable(binds, func(i, j int) bool {
-		return strings.Count(binds[i].dst, "/") < strings.Count(binds[j].dst, "/")
+		return strings.Count(binds[i].Target, "/") < strings.Count(binds[j].Target, "/")
 	})
+	return binds, nil
+}
+
+// sandboxFor decides how a process with these volumes runs: under bwrap with each bind at its
+// target, or (Sandbox "none") directly with env naming each volume's directory.
+func (s *Supervisor) sandboxFor(binds []Bind) (*sandbox, error) {
+	if len(binds) == 0 {
+		return &sandbox{}, nil
+	}
+	sb := &sandbox{}
+	if s.cfg.Sandbox == SandboxNone {
+		for _, b := range binds {
+			sb.env = append(sb.env, volumeEnvName(b.Volume)+"="+b.Source)
+		}
+		return sb, nil
+	}
+	if s.bwrap == "" {
+		return nil, ErrNoSandbox
+	}
 	args := []string{"--die-with-parent"}
 	if os.Geteuid() != 0 {
 		args = append(args, "--unshare-user")
@@ -121,10 +121,10 @@ func (s *Supervisor) prepareSandbox(r *replica) (*sandbox, error) {
 	args = append(args, "--bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc")
 	for _, b := range binds {
 		flag := "--bind"
-		if b.ro {
+		if b.ReadOnly {
 			flag = "--ro-bind"
 		}
-		args = append(args, flag, b.src, b.dst)
+		args = append(args, flag, b.Source, b.Target)
 	}
 	sb.bwrapArgs = args
 	return sb, nil
@@ -189,13 +189,13 @@ func (s *Supervisor) volumeSource(r *replica, v workload.Volume) (string, error)
 	return src, nil
 }
 
-// env is the environment of a replica's processes.
-func (r *replica) env(sb *sandbox) []string {
-	env := os.Environ()
+// launchEnv is the environment a replica's program gets from its revision: the container's
+// env, then Knative's runtime contract.
+func (r *replica) launchEnv() []string {
+	env := make([]string, 0, len(r.rev.Container.Env)+4)
 	for _, e := range r.rev.Container.Env {
 		env = append(env, e.Name+"="+e.Value)
 	}
-	env = append(env, sb.env...)
 	env = append(env,
 		"PORT="+strconv.Itoa(r.port),
 		"K_SERVICE="+r.rev.Service,
@@ -221,12 +221,22 @@ func dedupEnv(env []string) []string {
 	return out
 }
 
-// command builds the exec.Cmd of argv in the replica's sandbox context.
-func (r *replica) command(argv []string, sb *sandbox) (*exec.Cmd, error) {
+// processRuntime runs replicas as child processes of infera: the "process" runtime.
+type processRuntime struct{ s *Supervisor }
+
+// processEnv is a process's environment: infera's own, the launch's, then the sandbox's.
+func processEnv(l Launch, sb *sandbox) []string {
+	env := os.Environ()
+	env = append(env, l.Env...)
+	env = append(env, sb.env...)
+	return dedupEnv(env)
+}
+
+// command builds the exec.Cmd of argv in a sandbox context.
+func (rt processRuntime) command(argv []string, wd string, env []string, sb *sandbox) (*exec.Cmd, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, errors.New("empty command")
 	}
-	wd := r.rev.Container.WorkingDir
 	var cmd *exec.Cmd
 	if sb.bwrapArgs != nil {
 		args := append([]string{}, sb.bwrapArgs...)
@@ -235,7 +245,7 @@ func (r *replica) command(argv []string, sb *sandbox) (*exec.Cmd, error) {
 		}
 		args = append(args, "--")
 		args = append(args, argv...)
-		cmd = exec.Command(r.s.bwrap, args...)
+		cmd = exec.Command(rt.s.bwrap, args...)
 	} else {
 		cmd = exec.Command(argv[0], argv[1:]...)
 		cmd.Dir = wd
@@ -243,24 +253,36 @@ func (r *replica) command(argv []string, sb *sandbox) (*exec.Cmd, error) {
 	if cmd.Err != nil {
 		return nil, cmd.Err
 	}
-	cmd.Env = r.env(sb)
+	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	return cmd, nil
 }
 
 // process is one running child and its process group.
 type process struct {
+	rt      processRuntime
 	cmd     *exec.Cmd
 	pid     int
 	wrapped bool          // bwrap is the group leader
 	done    chan struct{} // closed once it exited, its group is killed and its output read
 	err     error         // cmd.Wait's error, valid after done
+	// for exec probes: the same sandbox, directory and environment
+	sb  *sandbox
+	wd  string
+	env []string
 }
 
-// startProcess starts argv (command + args) as the replica's main process, output to its log.
-func (s *Supervisor) startProcess(r *replica, command, args []string, sb *sandbox) (*process, error) {
-	argv := r.expandArgs(append(append([]string{}, command...), args...))
-	cmd, err := r.command(argv, sb)
+// Start starts command + args as the replica's main process, output to its log.
+func (rt processRuntime) Start(_ context.Context, l Launch) (Instance, error) {
+	s := rt.s
+	sb, err := s.sandboxFor(l.Binds)
+	if err != nil {
+		return nil, err
+	}
+	argv := append(append([]string{}, l.Command...), l.Args...)
+	env := processEnv(l, sb)
+	wd := l.Revision.Container.WorkingDir
+	cmd, err := rt.command(argv, wd, env, sb)
 	if err != nil {
 		return nil, err
 	}
@@ -276,11 +298,10 @@ func (s *Supervisor) startProcess(r *replica, command, args []string, sb *sandbo
 		pr.Close()
 		return nil, err
 	}
-	p := &process{cmd: cmd, pid: cmd.Process.Pid, wrapped: sb.bwrapArgs != nil, done: make(chan struct{})}
+	p := &process{rt: rt, cmd: cmd, pid: cmd.Process.Pid, wrapped: sb.bwrapArgs != nil, done: make(chan struct{}), sb: sb, wd: wd, env: env}
 	copied := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(r.log, pr)
-		r.log.flushPartial()
+		_, _ = io.Copy(l.Log, pr)
 		close(copied)
 	}()
 	go func() {
@@ -301,6 +322,43 @@ func (s *Supervisor) startProcess(r *replica, command, args []string, sb *sandbo
 		close(p.done)
 	}()
 	return p, nil
+}
+
+func (p *process) PID() int              { return p.pid }
+func (p *process) Done() <-chan struct{} { return p.done }
+func (p *process) ExitDesc() string      { return p.exitDesc() }
+func (p *process) Terminate()            { p.term() }
+func (p *process) Kill()                 { p.kill() }
+
+// Exec runs argv in the process's sandbox context, with its directory and environment.
+func (p *process) Exec(ctx context.Context, argv []string, out io.Writer) error {
+	cmd, err := p.rt.command(argv, p.wd, p.env, p.sb)
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.WaitDelay = 100 * time.Millisecond // os/exec's wall-clock timer, like the probe's timeout
+	if err := p.rt.s.spawner.start(cmd); err != nil {
+		return err
+	}
+	pid := cmd.Process.Pid
+	exited := make(chan struct{})
+	go func() {
+		waitExited(pid)
+		close(exited)
+	}()
+	select {
+	case <-exited:
+	case <-ctx.Done():
+	}
+	// Leftovers of the command (or the whole command, on timeout); the leader is not reaped yet.
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	<-exited
+	err = cmd.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
 }
 
 func (p *process) exitDesc() string {

@@ -37,9 +37,18 @@ type replica struct {
 	lastExitAt time.Time
 	message    string
 
+	runtime    string // "process", "docker"
+	image      string // what the current (or last) run runs, pinned; "" for processes
+	reason     string // kubelet reason of the last failed start (ErrImagePull, ...)
+	progress   string // what a start in progress does (pulling an image)
+	progressAt time.Time
+	inst       Instance
+
 	// run-loop only
-	bo      backoff
-	sandbox *sandbox
+	bo     backoff
+	pullBo backoff
+	binds  []Bind
+	bound  bool
 
 	grpc grpcConns // the gRPC probes' connections to the current process
 }
@@ -49,6 +58,7 @@ func (r *replica) statusLocked() ReplicaStatus {
 		Name: r.name, Revision: r.rev.ID, PID: r.pid, Port: r.port, State: r.state,
 		Restarts: r.restarts, Created: r.created, Started: r.started,
 		LastExit: r.lastExit, LastExitAt: r.lastExitAt, Message: r.message,
+		Runtime: r.runtime, Image: r.image, Reason: r.reason, Progress: r.progress,
 	}
 	if r.state == Ready {
 		st.ReadySince = r.readySince
@@ -87,6 +97,26 @@ func (b *backoff) next(now time.Time) time.Duration {
 	return wait
 }
 
+// nextPull returns how long to wait before pulling again after a failed pull at now: the
+// kubelet's image back-off, 10 s doubling up to 5 min, reset after 10 min without failures.
+func (b *backoff) nextPull(now time.Time) time.Duration {
+	if b.set && now.Sub(b.lastUpdate) <= BackoffReset {
+		b.delay = min(2*b.delay, BackoffMax)
+	} else {
+		b.set = true
+		b.delay = BackoffInitial
+	}
+	b.lastUpdate = now
+	return b.delay
+}
+
+// current is the replica's running instance, nil between runs.
+func (r *replica) current() Instance {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	return r.inst
+}
+
 // exitReason says why a process ended when the supervisor ended it.
 type exitReason int
 
@@ -111,27 +141,39 @@ func (r *replica) run() {
 			return
 		default:
 		}
-		reason, exitDesc, msg := r.runOnce()
+		reason, exitDesc, msg, kreason := r.runOnce()
 		if reason == exitStopped {
 			return
 		}
 		now := s.clock.Now()
-		wait := r.bo.next(now)
+		var wait time.Duration
+		if kreason == ReasonErrImagePull {
+			wait = r.pullBo.nextPull(now)
+		} else {
+			wait = r.bo.next(now)
+		}
 		s.mu.Lock()
 		r.pid = 0
-		r.lastExit, r.lastExitAt, r.message = exitDesc, now, msg
+		r.lastExit, r.lastExitAt, r.message, r.reason, r.progress = exitDesc, now, msg, kreason, ""
 		rs := r.rs
 		if !rs.everReady {
 			rs.failed = true
+			rs.reason = kreason
 			rs.message = exitDesc
 			if msg != "" {
 				rs.message += ": " + msg
 			}
 		}
 		if !r.stopping {
-			if wait > 0 {
+			switch {
+			case kreason == ReasonErrImagePull:
+				r.state = ImagePullBackOff
+				if !rs.everReady {
+					rs.reason = ReasonImagePullBackOff
+				}
+			case wait > 0:
 				r.state = CrashLoopBackOff
-			} else {
+			default:
 				r.state = Starting
 			}
 		}
@@ -162,38 +204,81 @@ func (r *replica) run() {
 	}
 }
 
-// runOnce starts the process, probes it and waits for it to end. It returns why it ended, a
-// short description of the exit and a message (the probe failure or the last log line).
-func (r *replica) runOnce() (exitReason, string, string) {
+// runOnce starts the replica's program, probes it and waits for it to end. It returns why it
+// ended, a short description of the exit, a message (the probe failure or the last log line)
+// and, for a start that failed, the kubelet's reason (ErrImagePull, ...).
+func (r *replica) runOnce() (exitReason, string, string, string) {
 	s := r.s
-	if r.sandbox == nil {
-		sb, err := s.prepareSandbox(r)
+	if !r.bound {
+		binds, err := s.prepareBinds(r)
 		if err != nil {
-			return exitSelf, err.Error(), ""
+			return exitSelf, err.Error(), "", ReasonCreateContainerConfigError
 		}
-		r.sandbox = sb
+		r.binds, r.bound = binds, true
 	}
-	p, err := s.startProcess(r, r.rev.Container.Command, r.rev.Container.Args, r.sandbox)
+	rt, err := s.runtimeFor(r.rev)
+	if err != nil {
+		return exitSelf, err.Error(), "", ReasonCreateContainerConfigError
+	}
+	startCtx, cancelStart := context.WithCancel(s.forceCtx)
+	go func() {
+		select {
+		case <-r.stopCh:
+			cancelStart()
+		case <-startCtx.Done():
+		}
+	}()
+	p, err := rt.Start(startCtx, Launch{
+		Replica:  r.name,
+		Revision: r.rev,
+		Port:     r.port,
+		Command:  r.expandArgs(r.rev.Container.Command),
+		Args:     r.expandArgs(r.rev.Container.Args),
+		Env:      r.launchEnv(),
+		Binds:    r.binds,
+		Log:      r.log,
+		Progress: r.setProgress,
+	})
+	stopped := startCtx.Err() != nil
+	cancelStart()
 	if err != nil {
 		desc := fmt.Sprintf("start: %v", err)
-		if errors.Is(err, ErrClosed) {
-			return exitStopped, desc, ""
+		if errors.Is(err, ErrClosed) || stopped {
+			return exitStopped, desc, "", ""
 		}
-		return exitSelf, desc, ""
+		kreason := startReason(err)
+		if kreason != "" {
+			desc = err.Error()
+		}
+		return exitSelf, desc, "", kreason
 	}
 	s.mu.Lock()
 	r.inc++
 	inc := r.inc
-	r.pid = p.pid
+	r.inst = p
+	r.pid = p.PID()
 	r.started = s.clock.Now()
+	r.progress, r.reason = "", ""
+	if ir, ok := p.(ImageRunner); ok {
+		r.image = ir.ImageRef()
+		if r.rs.imageDigest == "" {
+			r.rs.imageDigest = r.image
+		}
+	}
 	if !r.stopping {
 		r.state = Starting
 	}
 	st := r.statusLocked()
 	s.mu.Unlock()
-	s.log.Info("replica started", "revision", string(r.rev.ID), "replica", r.name, "pid", p.pid)
+	s.log.Info("replica started", "revision", string(r.rev.ID), "replica", r.name, "runtime", r.runtime, "pid", p.PID())
 	s.report(st)
 	s.changed(r.rev.ID)
+	defer func() {
+		r.log.flushPartial()
+		s.mu.Lock()
+		r.inst = nil
+		s.mu.Unlock()
+	}()
 
 	probeCtx, cancelProbes := context.WithCancel(context.Background())
 	failed := make(chan string, 1) // liveness or startup failure
@@ -209,9 +294,10 @@ func (r *replica) runOnce() (exitReason, string, string) {
 	}()
 
 	select {
-	case <-p.done:
+	case <-p.Done():
 		cancelProbes()
-		return exitSelf, p.exitDesc(), r.log.lastLine()
+		r.log.flushPartial()
+		return exitSelf, p.ExitDesc(), r.log.lastLine(), ""
 	case msg := <-failed:
 		s.mu.Lock()
 		if r.state == Ready {
@@ -222,11 +308,11 @@ func (r *replica) runOnce() (exitReason, string, string) {
 		s.log.Warn("replica unhealthy, restarting", "revision", string(r.rev.ID), "replica", r.name, "reason", msg)
 		cancelProbes()
 		r.terminate(p, s.clock.Now().Add(r.grace()))
-		return exitLiveness, p.exitDesc(), msg
+		return exitLiveness, p.ExitDesc(), msg, ""
 	case <-r.stopCh:
 		cancelProbes()
 		r.drainAndTerminate(p)
-		return exitStopped, p.exitDesc(), ""
+		return exitStopped, p.ExitDesc(), "", ""
 	}
 }
 
@@ -239,7 +325,7 @@ func (r *replica) grace() time.Duration {
 
 // drainAndTerminate: the replica is already out of the endpoints; wait for its requests,
 // then SIGTERM, then SIGKILL once the grace period is over.
-func (r *replica) drainAndTerminate(p *process) {
+func (r *replica) drainAndTerminate(p Instance) {
 	s := r.s
 	// The stop's endpoint update may be in another goroutine's flush: wait until the gateway
 	// has it, so no new request is routed here once the drain starts.
@@ -249,7 +335,7 @@ func (r *replica) drainAndTerminate(p *process) {
 	go func() {
 		// The process may exit while we wait for the gateway; no need to wait on.
 		select {
-		case <-p.done:
+		case <-p.Done():
 			cancel()
 		case <-ctx.Done():
 		}
@@ -262,25 +348,40 @@ func (r *replica) drainAndTerminate(p *process) {
 }
 
 // terminate sends SIGTERM and SIGKILLs at deadline (at least 2 s after SIGTERM).
-func (r *replica) terminate(p *process, deadline time.Time) {
+func (r *replica) terminate(p Instance, deadline time.Time) {
 	s := r.s
 	select {
-	case <-p.done:
+	case <-p.Done():
 		return
 	default:
 	}
-	p.term()
+	p.Terminate()
 	kill, stop := timer(s.clock, max(deadline.Sub(s.clock.Now()), minGraceAfterTerm))
 	defer stop()
 	select {
-	case <-p.done:
+	case <-p.Done():
 		return
 	case <-kill:
 		s.log.Warn("replica ignored SIGTERM, killing", "revision", string(r.rev.ID), "replica", r.name)
 	case <-s.forceCtx.Done():
 	}
-	p.kill()
-	<-p.done
+	p.Kill()
+	<-p.Done()
+}
+
+// setProgress records what a start in progress does; it is reported at most once a second.
+func (r *replica) setProgress(msg string) {
+	s := r.s
+	s.mu.Lock()
+	now := s.clock.Now()
+	if r.progress == msg || (r.progress != "" && now.Sub(r.progressAt) < time.Second) {
+		r.progress = msg
+		s.mu.Unlock()
+		return
+	}
+	r.progress, r.progressAt = msg, now
+	s.mu.Unlock()
+	s.changed(r.rev.ID)
 }
 
 // setReady records a readiness result of incarnation inc.
@@ -307,7 +408,7 @@ func (r *replica) setReady(inc int, ready bool) {
 	}
 	if ready && !r.rs.everReady {
 		r.rs.everReady = true
-		r.rs.failed, r.rs.message = false, ""
+		r.rs.failed, r.rs.message, r.rs.reason = false, "", ""
 	}
 	st := r.statusLocked()
 	s.mu.Unlock()

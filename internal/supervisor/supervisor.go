@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -62,7 +63,10 @@ type Config struct {
 	// readiness probe moved it into or out of Ready, outside the supervisor's locks and before
 	// the change is sent to the gateway's endpoints; it must return quickly. Its times
 	// (Created, Started, ReadySince) are on Clock.
-	OnReplica    func(ReplicaStatus)
+	OnReplica func(ReplicaStatus)
+	// Runtimes start replicas by workload.Container.Runtime; "process" (infera's own child
+	// processes) is built in and used when the map has no entry for it.
+	Runtimes     map[string]Runtime
 	LogBytes     int   // ring buffer per replica; default 1 MiB
 	LogFileBytes int64 // a replica's log file rotates at this size; default 10 MiB
 }
@@ -95,6 +99,9 @@ const (
 	NotReady         ReplicaState = "NotReady"
 	Terminating      ReplicaState = "Terminating"
 	CrashLoopBackOff ReplicaState = "CrashLoopBackOff"
+	// ImagePullBackOff: the image could not be pulled; the pull is tried again after the
+	// kubelet's image back-off.
+	ImagePullBackOff ReplicaState = "ImagePullBackOff"
 )
 
 // RevisionStatus is the supervisor's view of a revision.
@@ -106,6 +113,11 @@ type RevisionStatus struct {
 	// Failed: its replicas exit (or cannot start) and none has ever been ready.
 	Failed  bool   `json:"failed"`
 	Message string `json:"message,omitempty"` // why it failed, e.g. "exit status 1: <last log line>"
+	// Reason is the kubelet's name for a failure to start (ErrImagePull, ImagePullBackOff,
+	// CreateContainerConfigError, ...), "" for a program that exits.
+	Reason string `json:"reason,omitempty"`
+	// ImageDigest is the image the revision's replicas run, pinned by the first one that ran.
+	ImageDigest string `json:"imageDigest,omitempty"`
 }
 
 // ReplicaStatus describes one replica.
@@ -121,7 +133,11 @@ type ReplicaStatus struct {
 	ReadySince time.Time           `json:"readySince,omitzero"` // when it last became Ready; zero while not Ready
 	LastExit   string              `json:"lastExit,omitempty"`  // e.g. "exit status 1", "signal: killed", or a start error
 	LastExitAt time.Time           `json:"lastExitAt"`
-	Message    string              `json:"message,omitempty"` // the reason of the last exit, e.g. "liveness probe failed: ..."
+	Message    string              `json:"message,omitempty"`  // the reason of the last exit, e.g. "liveness probe failed: ..."
+	Runtime    string              `json:"runtime"`            // "process", "docker"
+	Image      string              `json:"image,omitempty"`    // what it runs, pinned (image runtimes)
+	Reason     string              `json:"reason,omitempty"`   // the kubelet's name of the last failed start
+	Progress   string              `json:"progress,omitempty"` // what a start in progress does
 }
 
 // Supervisor runs replicas. Its methods are safe for concurrent use.
@@ -159,8 +175,11 @@ type revState struct {
 	replicas  []*replica // live replicas in creation order
 	everReady bool
 	failed    bool
+	reason    string
 	message   string
 	removing  bool
+	// imageDigest: what the first replica that ran runs; later ones run the same.
+	imageDigest string
 }
 
 // New checks the configuration and prepares the state directories.
@@ -260,7 +279,7 @@ func (s *Supervisor) Scale(rev workload.Revision, n int) {
 	}
 	rs := s.revs[rev.ID]
 	if rs == nil {
-		rs = &revState{rev: rev}
+		rs = &revState{rev: rev, imageDigest: rev.Container.ImageDigest}
 		s.revs[rev.ID] = rs
 	}
 	rs.removing = false
@@ -294,7 +313,7 @@ func (s *Supervisor) Status(id workload.RevisionID) RevisionStatus {
 	if rs == nil {
 		return RevisionStatus{}
 	}
-	st := RevisionStatus{Desired: rs.desired, Failed: rs.failed, Message: rs.message}
+	st := RevisionStatus{Desired: rs.desired, Failed: rs.failed, Message: rs.message, Reason: rs.reason, ImageDigest: rs.imageDigest}
 	st.Live = len(rs.replicas)
 	for _, r := range rs.replicas {
 		if !r.stopping {
@@ -478,6 +497,11 @@ func (s *Supervisor) newReplicaLocked(rs *revState) (*replica, error) {
 		stopCh:  make(chan struct{}),
 		log:     lg,
 		dir:     filepath.Join(s.runDir, name),
+		runtime: cmp.Or(rs.rev.Container.Runtime, RuntimeProcess),
+	}
+	if rs.imageDigest != "" {
+		// Every replica after the first runs what the first ran, whatever the tag says now.
+		r.rev.Container.ImageDigest = rs.imageDigest
 	}
 	rs.replicas = append(rs.replicas, r)
 	s.byName[name] = r

@@ -79,10 +79,49 @@ type Container struct {
 
 	// GPUMemGiB is the aliyun.com/gpu-mem limit; 0 when none.
 	GPUMemGiB int
+
+	// Runtime runs the container: "process" (the default) or "docker"; RuntimeReason says
+	// why that one (an annotation, infera up's --runtime, or auto's choice).
+	Runtime       string
+	RuntimeReason string
+	// ImagePullPolicy is Always, IfNotPresent or Never, Kubernetes' default applied (Always
+	// for :latest or no tag, else IfNotPresent).
+	ImagePullPolicy string
+	// PullSecrets are the .dockerconfigjson documents of the revision's imagePullSecrets, in
+	// order. Never logged.
+	PullSecrets [][]byte
+	// ImageDigest pins the image to what the revision first ran ("repo@sha256:..." or an
+	// image ID), recorded in the Revision's status.containerStatuses as Knative's tag
+	// resolution does; empty until the first replica ran.
+	ImageDigest string
+	// FromImageCache: the template asks for images from an ImageCache
+	// (k8s.aliyun.com/eci-image-cache: "true"): a cached image is never pulled again.
+	FromImageCache bool
+	Resources      Resources
+	Security       Security
+	GPUs           int // nvidia.com/gpu: whole devices
 }
 
 // EnvVar is one environment variable. Secret marks values that came from a Secret: they are
 // passed to the process and never logged or returned by the API.
+// Resources are a container's cpu and memory, as the engine enforces them.
+type Resources struct {
+	CPULimitMilli   int64
+	CPURequestMilli int64
+	MemoryLimit     int64 // bytes
+}
+
+// Security is what of a container's securityContext maps onto a container engine.
+type Security struct {
+	RunAsUser                *int64
+	RunAsGroup               *int64
+	RunAsNonRoot             bool
+	ReadOnlyRootFilesystem   bool
+	Privileged               bool
+	AllowPrivilegeEscalation *bool
+	CapAdd, CapDrop          []string
+}
+
 type EnvVar struct {
 	Name   string
 	Value  string
