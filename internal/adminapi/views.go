@@ -70,8 +70,13 @@ type RevisionView struct {
 	// DatasetMode is how a running revision's replicas got its Datasets: lazy (a lazy FUSE
 	// mount of a dataset still being fetched), prefetch (infera.dev/dataset-mode: prefetch:
 	// started once cached whole) or in-place (cached whole already); "" without Datasets.
-	DatasetMode string        `json:"datasetMode,omitempty"`
-	Decision    *DecisionView `json:"decision,omitempty"`
+	DatasetMode string `json:"datasetMode,omitempty"`
+	// Runtime runs its replicas (process or docker) and RuntimeReason says why; ImageDigest is
+	// the image its replicas run, pinned when the first one ran (status.containerStatuses).
+	Runtime       string        `json:"runtime,omitempty"`
+	RuntimeReason string        `json:"runtimeReason,omitempty"`
+	ImageDigest   string        `json:"imageDigest,omitempty"`
+	Decision      *DecisionView `json:"decision,omitempty"`
 	// LastColdStart is the revision's last cold start: a replica started while a request
 	// waited for a revision with no ready replica, or its first start; nil before any.
 	LastColdStart *ColdStartView  `json:"lastColdStart,omitempty"`
@@ -131,6 +136,17 @@ type Replica struct {
 	LastExit  string    `json:"lastExit,omitempty"`
 	InFlight  int       `json:"inFlight"`
 	Sandboxed bool      `json:"sandboxed"`
+	// Runtime runs it: process or docker. Image is what a container runs, pinned by digest;
+	// ImageSource where it came from (present, pulled, cache) and ImagePullMs how long
+	// its start spent on it.
+	Runtime     string `json:"runtime,omitempty"`
+	Image       string `json:"image,omitempty"`
+	ImageSource string `json:"imageSource,omitempty"`
+	ImagePullMs int64  `json:"imagePullMs,omitempty"`
+	// Reason is the kubelet's name of the last failed start (ErrImagePull, ...); Progress
+	// what a start in progress does (pulling an image).
+	Reason   string `json:"reason,omitempty"`
+	Progress string `json:"progress,omitempty"`
 }
 
 // ServiceDetail is `infera describe service`.

@@ -343,12 +343,26 @@ func printDescribe(w io.Writer, d adminapi.ServiceDetail) {
 			r.ReadyReplicas, r.RunningReplicas, desired, panic, dash(r.DatasetMode), dash(reason))
 	}
 	tw.Flush()
+	for _, r := range d.Revisions {
+		if r.Runtime == "" {
+			continue
+		}
+		fmt.Fprintf(w, "  %s runs as a %s (%s)", r.Name, runtimeNoun(r.Runtime), r.RuntimeReason)
+		if r.ImageDigest != "" {
+			fmt.Fprintf(w, ", image %s", r.ImageDigest)
+		}
+		fmt.Fprintln(w)
+	}
 	printColdStarts(w, d.Revisions)
 	fmt.Fprintf(w, "\nReplicas:\n")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tSTATE\tPID\tADDRESS\tRESTARTS\tLAST EXIT")
+	fmt.Fprintln(tw, "  NAME\tSTATE\tRUNTIME\tPID\tADDRESS\tRESTARTS\tIMAGE\tLAST EXIT")
 	for _, r := range d.Replicas {
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%d\t%s\n", r.Name, r.State, r.PID, dash(r.Addr), r.Restarts, dash(r.LastExit))
+		last := r.LastExit
+		if r.Progress != "" {
+			last = r.Progress
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", r.Name, r.State, dash(r.Runtime), r.PID, dash(r.Addr), r.Restarts, imageOf(r), dash(last))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nConditions:\n")
@@ -398,4 +412,24 @@ func newLogs(stdio IO) *cobra.Command {
 	cmd.Flags().StringVar(&replica, "replica", "", "one replica's log (see infera get replicas)")
 	adminFlag(cmd, &admin)
 	return cmd
+}
+
+func runtimeNoun(runtime string) string {
+	if runtime == "docker" {
+		return "container"
+	}
+	return runtime
+}
+
+// imageOf says where a replica's image came from: "from cache", "pulled 1.2s", "present".
+func imageOf(r adminapi.Replica) string {
+	switch r.ImageSource {
+	case "":
+		return "-"
+	case "cache":
+		return "from cache"
+	case "pulled":
+		return fmt.Sprintf("pulled %.1fs", float64(r.ImagePullMs)/1000)
+	}
+	return r.ImageSource
 }

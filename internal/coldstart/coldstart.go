@@ -16,6 +16,9 @@ const (
 	// Placement: the poke (the held request's arrival) or the start decision, to the replica
 	// created.
 	Placement Phase = "placement"
+	// Image: the replica created to its image present: an image pull, or the engine (or an
+	// ImageCache) finding it. Only replicas that run images have it.
+	Image Phase = "image"
 	// ProcessStart: the replica created (spawned) to its process running, crash restarts and
 	// back-off before it became Ready included.
 	ProcessStart Phase = "process_start"
@@ -26,7 +29,7 @@ const (
 )
 
 // Phases lists every phase in the order they happen.
-var Phases = []Phase{Dataset, Placement, ProcessStart, Readiness, FirstByte}
+var Phases = []Phase{Dataset, Placement, Image, ProcessStart, Readiness, FirstByte}
 
 // Trigger is why a cold start happened.
 type Trigger string
@@ -49,6 +52,7 @@ type ColdStart struct {
 	DatasetWait time.Time // the revision went Pending on a Dataset
 	Demand      time.Time // the held request arrived (TriggerRequest), or the start was decided
 	Created     time.Time // the replica was created
+	ImageReady  time.Time // its image was present (replicas that run images)
 	Started     time.Time // its process was running (the one that became Ready)
 	Ready       time.Time // it was first Ready
 	FirstByte   time.Time // the held request's first response byte
@@ -85,6 +89,9 @@ func (c ColdStart) Spans() []Span {
 		step(Dataset, c.Demand)
 	}
 	step(Placement, c.Created)
+	if !c.ImageReady.IsZero() {
+		step(Image, c.ImageReady)
+	}
 	step(ProcessStart, c.Started)
 	step(Readiness, c.Ready)
 	if !c.FirstByte.IsZero() {

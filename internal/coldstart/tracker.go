@@ -34,8 +34,11 @@ type Replica struct {
 	Revision workload.RevisionID
 	Name     string
 	Created  time.Time
-	Started  time.Time // its current process started; zero while none runs
-	Ready    time.Time // it became Ready; zero while it is not Ready
+	// ImageReady is when its image was present (pulled, or found in the engine or an
+	// ImageCache); zero for a process.
+	ImageReady time.Time
+	Started    time.Time // its current process started; zero while none runs
+	Ready      time.Time // it became Ready; zero while it is not Ready
 }
 
 // Tracker assembles cold starts from the reports of the controller, the supervisor and the
@@ -159,6 +162,7 @@ func (t *Tracker) Replica(rep Replica) {
 			r.open, r.waiting = nil, false
 		default:
 			r.open.Replica, r.open.Created, r.open.Started, r.open.Ready = rep.Name, rep.Created, rep.Started, rep.Ready
+			r.open.ImageReady = rep.ImageReady
 			if !r.waiting || !r.open.FirstByte.IsZero() {
 				done = t.finishLocked(r)
 			}

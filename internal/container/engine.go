@@ -163,6 +163,7 @@ type Image struct {
 	RepoDigests []string // e.g. "127.0.0.1:5000/app@sha256:..."
 	Size        int64    // bytes
 	Created     time.Time
+	User        string // the image's USER, "" for root
 }
 
 // DigestRef is the reference that pins the image to what it is now, for an image pulled as
@@ -191,6 +192,9 @@ func (e *Engine) InspectImage(ctx context.Context, ref string) (Image, error) {
 		return Image{}, fmt.Errorf("inspect image %s: %w", ref, err)
 	}
 	img := Image{ID: res.ID, RepoTags: res.RepoTags, RepoDigests: res.RepoDigests, Size: res.Size}
+	if res.Config != nil {
+		img.User = res.Config.User
+	}
 	if t, err := time.Parse(time.RFC3339Nano, res.Created); err == nil {
 		img.Created = t
 	}

@@ -63,7 +63,9 @@ type Supervisor interface {
 type RevisionStatus struct {
 	Ready, Running int
 	Failed         bool
+	Reason         string // the kubelet's name of a failed start: ErrImagePull, ImagePullBackOff, ...
 	Message        string
+	ImageDigest    string // the image the replicas run, pinned
 }
 
 // Config wires a Controller.
@@ -151,6 +153,7 @@ func (b block) datasetWait() time.Time {
 type view struct {
 	services []*computed // by namespace/name
 	running  map[workload.RevisionID]bool
+	runtimes map[workload.RevisionID][2]string // running revisions' runtime and why
 	blocked  map[workload.RevisionID]block
 }
 
@@ -406,7 +409,7 @@ func (c *Controller) observe(id workload.RevisionID) reconciler.Observed {
 		return reconciler.Observed{Failed: true, Reason: b.reason, Message: b.message}
 	}
 	st := c.sup.Status(id)
-	return reconciler.Observed{Ready: st.Ready, Failed: st.Failed, Message: st.Message}
+	return reconciler.Observed{Ready: st.Ready, Failed: st.Failed, Reason: st.Reason, Message: st.Message, ImageDigest: st.ImageDigest}
 }
 
 // compute runs the reconciler for one service.

@@ -13,6 +13,7 @@ import (
 	"github.com/infera-dev/infera/internal/autoscaler"
 	"github.com/infera-dev/infera/internal/coldstart"
 	"github.com/infera-dev/infera/internal/modelcache"
+	"github.com/infera-dev/infera/internal/reconciler"
 	"github.com/infera-dev/infera/internal/workload"
 )
 
@@ -21,13 +22,15 @@ func (c *Controller) publish() {
 	v := view{
 		services: make([]*computed, 0, len(c.services)),
 		running:  make(map[workload.RevisionID]bool, len(c.running)),
+		runtimes: make(map[workload.RevisionID][2]string, len(c.running)),
 		blocked:  maps.Clone(c.blocked),
 	}
 	for _, key := range slices.Sorted(maps.Keys(c.services)) {
 		v.services = append(v.services, c.services[key])
 	}
-	for id := range c.running {
+	for id, rev := range c.running {
 		v.running[id] = true
+		v.runtimes[id] = [2]string{rev.Container.Runtime, rev.Container.RuntimeReason}
 	}
 	c.mu.Lock()
 	c.view = v
@@ -85,6 +88,13 @@ func (c *Controller) Revisions() []adminapi.RevisionView {
 				rv.State = adminapi.StateRunning
 			default:
 				rv.State = adminapi.StateRetired
+			}
+			if rt, ok := v.runtimes[id]; ok {
+				rv.Runtime, rv.RuntimeReason = rt[0], rt[1]
+			}
+			rv.ImageDigest = st.ImageDigest
+			if rv.ImageDigest == "" && len(r.Status.ContainerStatuses) > 0 && rv.Runtime == reconciler.RuntimeDocker {
+				rv.ImageDigest = r.Status.ContainerStatuses[0].ImageDigest
 			}
 			if d, ok := decisions[id]; ok {
 				rv.Decision = decisionView(d)

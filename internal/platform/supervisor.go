@@ -24,7 +24,7 @@ func (a supervisorAdapter) Remove(id workload.RevisionID)      { a.s.Remove(id) 
 
 func (a supervisorAdapter) Status(id workload.RevisionID) controller.RevisionStatus {
 	st := a.s.Status(id)
-	return controller.RevisionStatus{Ready: st.Ready, Running: st.Live, Failed: st.Failed, Message: st.Message}
+	return controller.RevisionStatus{Ready: st.Ready, Running: st.Live, Failed: st.Failed, Reason: st.Reason, Message: st.Message, ImageDigest: st.ImageDigest}
 }
 
 func (a supervisorAdapter) Replicas() []adminapi.Replica {
@@ -34,6 +34,10 @@ func (a supervisorAdapter) Replicas() []adminapi.Replica {
 			Name: r.Name, Revision: string(r.Revision), PID: r.PID, State: string(r.State),
 			Restarts: r.Restarts, Started: r.Started, LastExit: r.LastExit,
 			InFlight: a.gw.InFlight(r.Revision, r.Name),
+			Runtime:  r.Runtime, Image: r.Image, ImageSource: r.ImageSource, Reason: r.Reason, Progress: r.Progress,
+		}
+		if r.ImagePull > 0 {
+			rep.ImagePullMs = r.ImagePull.Milliseconds()
 		}
 		if r.Port > 0 {
 			rep.Addr = fmt.Sprintf("127.0.0.1:%d", r.Port)
@@ -50,5 +54,5 @@ func (a supervisorAdapter) Logs(replica string) (io.ReadCloser, error) { return 
 
 // replicaTimes is what the cold start tracker needs of a replica's status.
 func replicaTimes(st supervisor.ReplicaStatus) coldstart.Replica {
-	return coldstart.Replica{Revision: st.Revision, Name: st.Name, Created: st.Created, Started: st.Started, Ready: st.ReadySince}
+	return coldstart.Replica{Revision: st.Revision, Name: st.Name, Created: st.Created, ImageReady: st.ImageReady, Started: st.Started, Ready: st.ReadySince}
 }

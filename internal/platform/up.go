@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/infera-dev/infera/internal/container"
 	"io"
 	"log/slog"
 	"net"
@@ -54,7 +55,15 @@ type UpConfig struct {
 	Self       string // the infera binary replicas run for command "infera"; default os.Executable
 	Sandbox    string // supervisor sandbox: auto, bwrap, none
 	Autoscaler string // "kpa" (default) or "fixed"
-	QueueDepth int    // activator queue per revision; 0: gateway default (10,000)
+	// Runtime runs containers: "auto" (default: a container with no command runs as an
+	// image when a Docker Engine API answers), "process" or "docker".
+	Runtime string
+	// AllowPrivileged lets securityContext.privileged containers run (docker runtime).
+	AllowPrivileged bool
+	// NVIDIADevices is the declared inventory of NVIDIA devices (indices or UUIDs) the docker
+	// runtime hands out, whole, for nvidia.com/gpu limits.
+	NVIDIADevices []string
+	QueueDepth    int // activator queue per revision; 0: gateway default (10,000)
 	// MaxBodyBytes bounds a request body (413 beyond); 0 is unlimited.
 	MaxBodyBytes int64
 	Out          io.Writer
@@ -155,10 +164,22 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 		RequestLog:   requestLog,
 		Registerer:   reg,
 	})
+	docker, err := connectEngine(ctx, cfg, clk, log)
+	if err != nil {
+		return err
+	}
+	runtimes := map[string]supervisor.Runtime{}
+	engineHost := ""
+	if docker != nil {
+		runtimes[supervisor.RuntimeDocker] = docker.rt
+		engineHost = docker.engine.Host()
+		defer docker.engine.Close()
+	}
 	sup, err := supervisor.New(supervisor.Config{
 		Dir:       cfg.StateDir,
 		Gateway:   gw,
 		Sandbox:   cfg.Sandbox,
+		Runtimes:  runtimes,
 		Clock:     clk,
 		Logger:    log.With("component", "supervisor"),
 		OnChange:  func(workload.RevisionID) { ctrl.Kick() },
@@ -184,7 +205,7 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	}
 	ctrl = controller.New(controller.Config{
 		Store: st, Gateway: gw, Supervisor: supervisorAdapter{sup, gw}, Scaler: scaler,
-		Resolve:    reconciler.ResolveOptions{Self: cfg.Self},
+		Resolve:    reconciler.ResolveOptions{Self: cfg.Self, Runtime: cfg.Runtime, Engine: engineHost},
 		Datasets:   cache,
 		ColdStarts: cold,
 		Logger:     log.With("component", "controller"),
@@ -344,4 +365,46 @@ func maxTimeout(st *store.Store) time.Duration {
 		}
 	}
 	return d
+}
+
+// dockerRuntime is the container engine and the runtime on it, when one answers.
+type dockerRuntime struct {
+	engine *container.Engine
+	rt     *container.Runtime
+}
+
+// connectEngine reaches the Docker Engine API for the docker runtime: required with
+// --runtime=docker, tried with auto, skipped with process. Containers a killed infera left on
+// this state directory are removed before anything starts.
+func connectEngine(ctx context.Context, cfg UpConfig, clk clock.Clock, log *slog.Logger) (*dockerRuntime, error) {
+	switch cfg.Runtime {
+	case "", reconciler.RuntimeAuto, reconciler.RuntimeDocker:
+	case reconciler.RuntimeProcess:
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("up: --runtime %q: want auto, process or docker", cfg.Runtime)
+	}
+	eng, err := container.Connect(ctx, 3*time.Second)
+	if err != nil {
+		if cfg.Runtime == reconciler.RuntimeDocker {
+			return nil, fmt.Errorf("up: --runtime=docker: %w", err)
+		}
+		log.Info("no container engine: containers with no command cannot run as images", "host", container.DefaultHost(), "error", err)
+		return nil, nil
+	}
+	rt, err := container.NewRuntime(container.RuntimeConfig{
+		Engine: eng, StateDir: cfg.StateDir, AllowPrivileged: cfg.AllowPrivileged, GPUs: cfg.NVIDIADevices,
+		Clock: clk, Logger: log.With("component", "docker"),
+	})
+	if err != nil {
+		eng.Close()
+		return nil, fmt.Errorf("up: %w", err)
+	}
+	n, err := rt.RemoveOrphans(ctx)
+	if err != nil {
+		eng.Close()
+		return nil, fmt.Errorf("up: remove containers left by an earlier infera: %w", err)
+	}
+	log.Info("container engine", "host", eng.Host(), "orphans_removed", n)
+	return &dockerRuntime{engine: eng, rt: rt}, nil
 }

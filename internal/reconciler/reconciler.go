@@ -45,6 +45,10 @@ type Observed struct {
 	Failed  bool
 	Reason  string // Knative-style CamelCase reason, when Pending or Failed (default: ExitCode)
 	Message string // why, when Pending or Failed
+	// ImageDigest is the image the revision's replicas run, pinned ("repo@sha256:..."), once
+	// one ran: it goes into status.containerStatuses[].imageDigest, as Knative's tag
+	// resolution records it.
+	ImageDigest string
 }
 
 // Input is a snapshot of everything the reconciler decides from.
@@ -235,6 +239,9 @@ func markRevision(r *servingv1.Revision, o Observed) {
 		for _, c := range r.Spec.Containers {
 			r.Status.ContainerStatuses = append(r.Status.ContainerStatuses, servingv1.ContainerStatus{Name: c.Name, ImageDigest: c.Image})
 		}
+	}
+	if o.ImageDigest != "" && len(r.Status.ContainerStatuses) > 0 {
+		r.Status.ContainerStatuses[0].ImageDigest = o.ImageDigest
 	}
 }
 

@@ -78,6 +78,52 @@ type ResolveOptions struct {
 	// ErrWaiting makes the revision wait, any other fails it. Nil: only Datasets whose mount
 	// is local:// or an absolute path (NAS) resolve, to that path.
 	DatasetPath func(rev *servingv1.Revision, d *fluid.Dataset) (string, error)
+	// Runtime is infera up's --runtime: "auto" (the default when empty), "process" or
+	// "docker". A revision's annotation infera.dev/runtime overrides it.
+	Runtime string
+	// Engine is the container engine's address when one answered at start ("" when none did):
+	// auto runs a container with no command there.
+	Engine string
+}
+
+// RuntimeAnnotation on a revision template picks its runtime: process or docker.
+const RuntimeAnnotation = "infera.dev/runtime"
+
+// ImageCacheAnnotation on a revision template makes its replicas use ImageCache images.
+const ImageCacheAnnotation = "k8s.aliyun.com/eci-image-cache"
+
+// Runtimes.
+const (
+	RuntimeAuto    = "auto"
+	RuntimeProcess = "process"
+	RuntimeDocker  = "docker"
+)
+
+// chooseRuntime decides how a revision's container runs, and says why.
+func chooseRuntime(rev *servingv1.Revision, c corev1.Container, opts ResolveOptions) (string, string, error) {
+	if v, ok := rev.Annotations[RuntimeAnnotation]; ok {
+		switch v {
+		case RuntimeProcess, RuntimeDocker:
+			return v, fmt.Sprintf("annotation %s: %s", RuntimeAnnotation, v), nil
+		}
+		return "", "", fmt.Errorf("annotation %s: %q is not a runtime (want process or docker)", RuntimeAnnotation, v)
+	}
+	switch opts.Runtime {
+	case RuntimeProcess, RuntimeDocker:
+		return opts.Runtime, "infera up --runtime=" + opts.Runtime, nil
+	case "", RuntimeAuto:
+	default:
+		return "", "", fmt.Errorf("runtime %q is not a runtime (want auto, process or docker)", opts.Runtime)
+	}
+	switch {
+	case len(c.Command) > 0:
+		return RuntimeProcess, "auto: the container has a command", nil
+	case len(opts.Images[c.Image]) > 0:
+		return RuntimeProcess, fmt.Sprintf("auto: image mapped to a command in ConfigMap %s/%s", ImagesNamespace, ImagesConfigMap), nil
+	case opts.Engine != "":
+		return RuntimeDocker, "auto: no command, container engine at " + opts.Engine, nil
+	}
+	return RuntimeProcess, "auto: no container engine answers", nil
 }
 
 // Resolve turns a Knative Revision into what the supervisor runs and the gateway serves:
@@ -119,19 +165,50 @@ func Resolve(rev *servingv1.Revision, objs Objects, opts ResolveOptions) (worklo
 	}
 	fmt.Sscan(rev.Labels[labelConfigGen], &out.Generation)
 
-	cmd := append(append([]string(nil), c.Command...), c.Args...)
-	if len(c.Command) == 0 {
-		mapped := opts.Images[c.Image]
-		if len(mapped) == 0 {
-			return fail(fmt.Errorf("container %q has no command and image %q has no command mapping: add `command:` to the container, or map the image in ConfigMap %s/%s (key: the image, value: the command line)", c.Name, c.Image, ImagesNamespace, ImagesConfigMap))
+	runtime, why, err := chooseRuntime(rev, c, opts)
+	if err != nil {
+		return fail(err)
+	}
+	if runtime == RuntimeDocker {
+		if opts.Engine == "" {
+			return fail(fmt.Errorf("the revision runs as a container (%s) but no container engine answered when infera started: start dockerd (or Podman's socket) and set DOCKER_HOST, or run it as a process with a command", why))
 		}
-		cmd = append(append([]string(nil), mapped...), c.Args...)
+		// The image's entrypoint and cmd unless the container overrides them, as in Kubernetes.
+		out.Container = workload.Container{
+			Name: c.Name, Image: c.Image, Command: slices.Clone(c.Command), Args: slices.Clone(c.Args), WorkingDir: c.WorkingDir,
+		}
+	} else {
+		cmd := append(append([]string(nil), c.Command...), c.Args...)
+		if len(c.Command) == 0 {
+			mapped := opts.Images[c.Image]
+			if len(mapped) == 0 {
+				hint := ""
+				if opts.Engine == "" {
+					hint = "; or start a container engine (dockerd) so that infera runs the image itself"
+				}
+				return fail(fmt.Errorf("container %q has no command and image %q has no command mapping: add `command:` to the container, or map the image in ConfigMap %s/%s (key: the image, value: the command line)%s", c.Name, c.Image, ImagesNamespace, ImagesConfigMap, hint))
+			}
+			cmd = append(append([]string(nil), mapped...), c.Args...)
+		}
+		if cmd[0] == "infera" && opts.Self != "" {
+			cmd[0] = opts.Self
+		}
+		out.Container = workload.Container{
+			Name: c.Name, Image: c.Image, Command: cmd[:1], Args: cmd[1:], WorkingDir: c.WorkingDir,
+		}
 	}
-	if cmd[0] == "infera" && opts.Self != "" {
-		cmd[0] = opts.Self
+	out.Container.Runtime, out.Container.RuntimeReason = runtime, why
+	out.Container.ImagePullPolicy = string(c.ImagePullPolicy)
+	out.Container.FromImageCache = rev.Annotations[ImageCacheAnnotation] == "true"
+	if len(rev.Status.ContainerStatuses) > 0 {
+		if d := rev.Status.ContainerStatuses[0].ImageDigest; strings.Contains(d, "@sha256:") || strings.HasPrefix(d, "sha256:") {
+			out.Container.ImageDigest = d
+		}
 	}
-	out.Container = workload.Container{
-		Name: c.Name, Image: c.Image, Command: cmd[:1], Args: cmd[1:], WorkingDir: c.WorkingDir,
+	out.Container.Resources = resources(c.Resources)
+	out.Container.Security = security(rev.Spec.SecurityContext, c.SecurityContext)
+	if q, ok := c.Resources.Limits["nvidia.com/gpu"]; ok {
+		out.Container.GPUs = int(q.Value())
 	}
 	if len(c.Ports) > 0 {
 		out.Container.Port = c.Ports[0].ContainerPort
@@ -148,6 +225,9 @@ func Resolve(rev *servingv1.Revision, objs Objects, opts ResolveOptions) (worklo
 	r := &resolver{ns: rev.Namespace, rev: rev, objs: objs, opts: opts}
 	out.Container.Env = r.env(rev, c)
 	out.Volumes = r.volumes(rev, c)
+	if runtime == RuntimeDocker {
+		out.Container.PullSecrets = r.pullSecrets(rev)
+	}
 	if err := r.err(); err != nil {
 		return fail(err)
 	}
@@ -217,6 +297,79 @@ func ImageCommands(cm *corev1.ConfigMap) map[string][]string {
 		}
 		if f := strings.Fields(line); len(f) > 0 {
 			out[image] = f
+		}
+	}
+	return out
+}
+
+// pullSecrets reads the revision's imagePullSecrets: kubernetes.io/dockerconfigjson Secrets
+// (and the older kubernetes.io/dockercfg). A missing one makes the revision wait: its pull
+// would fail without it.
+func (r *resolver) pullSecrets(rev *servingv1.Revision) [][]byte {
+	var out [][]byte
+	for _, ref := range rev.Spec.ImagePullSecrets {
+		s := r.objs.Secret(r.ns, ref.Name)
+		if s == nil {
+			r.problem(fmt.Errorf("imagePullSecrets: %w", r.secretMissing(ref.Name)))
+			continue
+		}
+		if v, ok := secretValue(s, corev1.DockerConfigJsonKey); ok {
+			out = append(out, []byte(v))
+			continue
+		}
+		if v, ok := secretValue(s, corev1.DockerConfigKey); ok {
+			// .dockercfg is the "auths" map itself.
+			out = append(out, []byte(`{"auths":`+v+`}`))
+			continue
+		}
+		r.problem(fmt.Errorf("imagePullSecrets: %w", r.waitFor("Secret", ref.Name, ReasonSecretKeyMissing, "secret %q has no key %q (type %s)", ref.Name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson)))
+	}
+	return out
+}
+
+// resources are the container's cpu and memory, as an engine enforces them.
+func resources(rr corev1.ResourceRequirements) workload.Resources {
+	var out workload.Resources
+	if q, ok := rr.Limits[corev1.ResourceCPU]; ok {
+		out.CPULimitMilli = q.MilliValue()
+	}
+	if q, ok := rr.Requests[corev1.ResourceCPU]; ok {
+		out.CPURequestMilli = q.MilliValue()
+	}
+	if q, ok := rr.Limits[corev1.ResourceMemory]; ok {
+		out.MemoryLimit = q.Value()
+	}
+	return out
+}
+
+// security merges the pod's and the container's securityContext, the container's winning.
+func security(pod *corev1.PodSecurityContext, c *corev1.SecurityContext) workload.Security {
+	var out workload.Security
+	if pod != nil {
+		out.RunAsUser, out.RunAsGroup = pod.RunAsUser, pod.RunAsGroup
+		out.RunAsNonRoot = pod.RunAsNonRoot != nil && *pod.RunAsNonRoot
+	}
+	if c == nil {
+		return out
+	}
+	if c.RunAsUser != nil {
+		out.RunAsUser = c.RunAsUser
+	}
+	if c.RunAsGroup != nil {
+		out.RunAsGroup = c.RunAsGroup
+	}
+	if c.RunAsNonRoot != nil {
+		out.RunAsNonRoot = *c.RunAsNonRoot
+	}
+	out.ReadOnlyRootFilesystem = c.ReadOnlyRootFilesystem != nil && *c.ReadOnlyRootFilesystem
+	out.Privileged = c.Privileged != nil && *c.Privileged
+	out.AllowPrivilegeEscalation = c.AllowPrivilegeEscalation
+	if c.Capabilities != nil {
+		for _, cp := range c.Capabilities.Add {
+			out.CapAdd = append(out.CapAdd, string(cp))
+		}
+		for _, cp := range c.Capabilities.Drop {
+			out.CapDrop = append(out.CapDrop, string(cp))
 		}
 	}
 	return out

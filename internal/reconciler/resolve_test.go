@@ -436,13 +436,13 @@ func TestResolveFailures(t *testing.T) {
 			"no command, image not mapped",
 			revision(container(func(c *corev1.Container) { c.Command = nil })), nil,
 			ResolveOptions{Images: map[string][]string{"example.com/other:1": {"other"}}},
-			`cannot run revision default/llm-00001: container "user-container" has no command and image "example.com/llm:1" has no command mapping: add ` + "`command:`" + ` to the container, or map the image in ConfigMap infera-system/images (key: the image, value: the command line)`,
+			`cannot run revision default/llm-00001: container "user-container" has no command and image "example.com/llm:1" has no command mapping: add ` + "`command:`" + ` to the container, or map the image in ConfigMap infera-system/images (key: the image, value: the command line); or start a container engine (dockerd) so that infera runs the image itself`,
 		},
 		{
 			"no command, image mapped to nothing",
 			revision(container(func(c *corev1.Container) { c.Command, c.Args = nil, []string{"--port", "8080"} })), nil,
 			ResolveOptions{Images: map[string][]string{"example.com/llm:1": nil}},
-			`cannot run revision default/llm-00001: container "user-container" has no command and image "example.com/llm:1" has no command mapping: add ` + "`command:`" + ` to the container, or map the image in ConfigMap infera-system/images (key: the image, value: the command line)`,
+			`cannot run revision default/llm-00001: container "user-container" has no command and image "example.com/llm:1" has no command mapping: add ` + "`command:`" + ` to the container, or map the image in ConfigMap infera-system/images (key: the image, value: the command line); or start a container engine (dockerd) so that infera runs the image itself`,
 		},
 		{
 			"unsupported fieldRef",
@@ -826,6 +826,7 @@ func TestResolveRevision(t *testing.T) {
 		Container: workload.Container{
 			Name: "user-container", Image: "example.com/llm:1", Command: []string{"serve"}, Args: []string{}, WorkingDir: "/work",
 			Port: 8080, PortName: "h2c", GPUMemGiB: 24,
+			Runtime: "process", RuntimeReason: "auto: the container has a command",
 			ReadinessProbe: &workload.Probe{Handler: workload.ProbeTCP, Timeout: time.Second, SuccessThreshold: 1, FailureThreshold: 3},
 		},
 		Annotations: rev.Annotations,

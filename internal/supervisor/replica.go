@@ -37,12 +37,15 @@ type replica struct {
 	lastExitAt time.Time
 	message    string
 
-	runtime    string // "process", "docker"
-	image      string // what the current (or last) run runs, pinned; "" for processes
-	reason     string // kubelet reason of the last failed start (ErrImagePull, ...)
-	progress   string // what a start in progress does (pulling an image)
-	progressAt time.Time
-	inst       Instance
+	runtime     string // "process", "docker"
+	image       string // what the current (or last) run runs, pinned; "" for processes
+	imageSource string
+	imagePull   time.Duration
+	imageReady  time.Time
+	reason      string // kubelet reason of the last failed start (ErrImagePull, ...)
+	progress    string // what a start in progress does (pulling an image)
+	progressAt  time.Time
+	inst        Instance
 
 	// run-loop only
 	bo     backoff
@@ -59,6 +62,7 @@ func (r *replica) statusLocked() ReplicaStatus {
 		Restarts: r.restarts, Created: r.created, Started: r.started,
 		LastExit: r.lastExit, LastExitAt: r.lastExitAt, Message: r.message,
 		Runtime: r.runtime, Image: r.image, Reason: r.reason, Progress: r.progress,
+		ImageSource: r.imageSource, ImagePull: r.imagePull, ImageReady: r.imageReady,
 	}
 	if r.state == Ready {
 		st.ReadySince = r.readySince
@@ -228,6 +232,7 @@ func (r *replica) runOnce() (exitReason, string, string, string) {
 		case <-startCtx.Done():
 		}
 	}()
+	startAt := s.clock.Now()
 	p, err := rt.Start(startCtx, Launch{
 		Replica:  r.name,
 		Revision: r.rev,
@@ -260,7 +265,8 @@ func (r *replica) runOnce() (exitReason, string, string, string) {
 	r.started = s.clock.Now()
 	r.progress, r.reason = "", ""
 	if ir, ok := p.(ImageRunner); ok {
-		r.image = ir.ImageRef()
+		r.image, r.imageSource, r.imagePull = ir.ImageRef(), ir.ImageSource(), ir.PullDuration()
+		r.imageReady = startAt.Add(r.imagePull)
 		if r.rs.imageDigest == "" {
 			r.rs.imageDigest = r.image
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/infera-dev/infera/internal/workload"
 )
@@ -44,6 +45,10 @@ type ImageRunner interface {
 	ImageRef() string
 	// ContainerID is the engine's id of the container.
 	ContainerID() string
+	// ImageSource says where the image came from: "present", "pulled", "cache".
+	ImageSource() string
+	// PullDuration is how long the start spent making the image present.
+	PullDuration() time.Duration
 }
 
 // Launch is what a runtime needs to start a replica.

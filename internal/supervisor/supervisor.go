@@ -133,11 +133,16 @@ type ReplicaStatus struct {
 	ReadySince time.Time           `json:"readySince,omitzero"` // when it last became Ready; zero while not Ready
 	LastExit   string              `json:"lastExit,omitempty"`  // e.g. "exit status 1", "signal: killed", or a start error
 	LastExitAt time.Time           `json:"lastExitAt"`
-	Message    string              `json:"message,omitempty"`  // the reason of the last exit, e.g. "liveness probe failed: ..."
-	Runtime    string              `json:"runtime"`            // "process", "docker"
-	Image      string              `json:"image,omitempty"`    // what it runs, pinned (image runtimes)
-	Reason     string              `json:"reason,omitempty"`   // the kubelet's name of the last failed start
-	Progress   string              `json:"progress,omitempty"` // what a start in progress does
+	Message    string              `json:"message,omitempty"` // the reason of the last exit, e.g. "liveness probe failed: ..."
+	Runtime    string              `json:"runtime"`           // "process", "docker"
+	Image      string              `json:"image,omitempty"`   // what it runs, pinned (image runtimes)
+	// ImageSource says where the image came from ("present", "pulled", "cache") and
+	// ImagePull how long its start spent on it: a cold start's image phase.
+	ImageSource string        `json:"imageSource,omitempty"`
+	ImagePull   time.Duration `json:"imagePull,omitempty"`
+	ImageReady  time.Time     `json:"imageReady,omitzero"` // when the image was present
+	Reason      string        `json:"reason,omitempty"`    // the kubelet's name of the last failed start
+	Progress    string        `json:"progress,omitempty"`  // what a start in progress does
 }
 
 // Supervisor runs replicas. Its methods are safe for concurrent use.

@@ -1,0 +1,417 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/infera-dev/infera/internal/clock"
+	"github.com/infera-dev/infera/internal/supervisor"
+	"github.com/infera-dev/infera/internal/workload"
+)
+
+// ImageCache is what the runtime asks of the ImageCache manager (internal/imagecache).
+type ImageCache interface {
+	// Cached reports whether some ImageCache holds image, ready.
+	Cached(image string) bool
+	// Touch records that a replica started from image now.
+	Touch(image string)
+}
+
+// RuntimeConfig wires a Runtime.
+type RuntimeConfig struct {
+	Engine *Engine
+	// StateDir is infera's state directory: every container carries it as a label, so the
+	// next infera on the same directory finds what a killed one left.
+	StateDir string
+	// AllowPrivileged lets securityContext.privileged through; refused otherwise.
+	AllowPrivileged bool
+	// GPUs is the inventory of NVIDIA devices (indices or UUIDs) replicas may be given, whole,
+	// for nvidia.com/gpu limits. Empty: a revision asking for GPUs cannot start.
+	GPUs   []string
+	Cache  ImageCache // nil: no ImageCache
+	Clock  clock.Clock
+	Logger *slog.Logger
+}
+
+// Runtime runs replicas as containers: the supervisor's "docker" runtime.
+type Runtime struct {
+	cfg   RuntimeConfig
+	e     *Engine
+	clock clock.Clock
+	log   *slog.Logger
+	pulls singleflight.Group
+
+	mu      sync.Mutex
+	pins    map[workload.RevisionID]string // the image each revision runs, pinned
+	gpuUsed map[string]string              // device -> replica holding it
+}
+
+// NewRuntime makes the docker runtime.
+func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
+	if cfg.Engine == nil {
+		return nil, errors.New("container: RuntimeConfig.Engine is nil")
+	}
+	dir, err := filepath.Abs(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.StateDir = dir
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Runtime{
+		cfg: cfg, e: cfg.Engine, clock: clock.Or(cfg.Clock), log: cfg.Logger,
+		pins: map[workload.RevisionID]string{}, gpuUsed: map[string]string{},
+	}, nil
+}
+
+// RemoveOrphans removes every container that carries this state directory's label: what an
+// infera that was killed (SIGKILL, a crash, a power cut) left running. Call it before any
+// replica starts. It returns how many it removed.
+func (rt *Runtime) RemoveOrphans(ctx context.Context) (int, error) {
+	cs, err := rt.e.ListContainers(ctx, map[string]string{LabelStateDir: rt.cfg.StateDir})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range cs {
+		if err := rt.e.RemoveContainer(ctx, c.ID); err != nil {
+			return n, err
+		}
+		rt.log.Warn("removed a container left by an earlier infera", "container", c.Name, "replica", c.Labels[LabelReplica], "revision", c.Labels[LabelRevision])
+		n++
+	}
+	return n, nil
+}
+
+// PullPolicy is Kubernetes' default imagePullPolicy of an image: Always for ":latest" or no
+// tag (a digest pins it: IfNotPresent), IfNotPresent otherwise.
+func PullPolicy(image, policy string) string {
+	if policy != "" {
+		return policy
+	}
+	if strings.Contains(image, "@") {
+		return "IfNotPresent"
+	}
+	// The tag is after the last ':' that follows the last '/' (a registry port is not a tag).
+	last := image[strings.LastIndexByte(image, '/')+1:]
+	if _, tag, ok := strings.Cut(last, ":"); ok && tag != "latest" {
+		return "IfNotPresent"
+	}
+	return "Always"
+}
+
+// Start pulls the replica's image as its pull policy says, then creates and starts its
+// container: host network, the launch's env, binds and limits, labels naming the state
+// directory, revision and replica.
+func (rt *Runtime) Start(ctx context.Context, l supervisor.Launch) (supervisor.Instance, error) {
+	c := l.Revision.Container
+	started := rt.clock.Now()
+	img, ref, source, err := rt.image(ctx, l)
+	if err != nil {
+		return nil, err
+	}
+	pulled := rt.clock.Now().Sub(started)
+	spec, err := rt.spec(l, img)
+	if err != nil {
+		return nil, &supervisor.StartError{Reason: supervisor.ReasonCreateContainerConfigError, Err: err}
+	}
+	gpus, err := rt.takeGPUs(l.Replica, c.GPUs)
+	if err != nil {
+		return nil, &supervisor.StartError{Reason: supervisor.ReasonCreateContainerError, Err: err}
+	}
+	spec.GPUs = gpus
+	ctr, err := rt.e.Run(ctx, spec, l.Log)
+	if err != nil {
+		rt.releaseGPUs(l.Replica)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &supervisor.StartError{Reason: supervisor.ReasonRunContainerError, Err: err}
+	}
+	if rt.cfg.Cache != nil {
+		rt.cfg.Cache.Touch(c.Image)
+	}
+	inst := &instance{rt: rt, c: ctr, replica: l.Replica, ref: ref, source: source, pullTime: pulled, done: make(chan struct{})}
+	go func() {
+		<-ctr.Done()
+		rt.releaseGPUs(l.Replica)
+		close(inst.done)
+	}()
+	return inst, nil
+}
+
+// Image sources, as describe shows them.
+const (
+	SourcePresent = "present" // the engine had it
+	SourcePulled  = "pulled"  // pulled for this replica
+	SourceCache   = "cache"   // an ImageCache had it
+)
+
+// image makes the replica's image present as its pull policy says and returns it with the
+// reference that pins it and where it came from. The first replica of a revision pins the
+// revision's image; later ones run exactly that.
+func (rt *Runtime) image(ctx context.Context, l supervisor.Launch) (Image, string, string, error) {
+	c := l.Revision.Container
+	rt.mu.Lock()
+	pin := c.ImageDigest
+	if pin == "" {
+		pin = rt.pins[l.Revision.ID]
+	}
+	rt.mu.Unlock()
+	ref := c.Image
+	if pin != "" {
+		ref = pin
+	}
+	policy := PullPolicy(c.Image, c.ImagePullPolicy)
+	cached := c.FromImageCache && rt.cfg.Cache != nil && rt.cfg.Cache.Cached(c.Image)
+	if cached || pin != "" {
+		// A cached image is used as it is; a pinned one cannot change.
+		policy = "IfNotPresent"
+	}
+	source := SourcePresent
+	if cached {
+		source = SourceCache
+	}
+	var img Image
+	var err error
+	if policy != "Always" {
+		img, err = rt.e.InspectImage(ctx, ref)
+		if err != nil && !errors.Is(err, ErrImageNotFound) {
+			return Image{}, "", "", &supervisor.StartError{Reason: supervisor.ReasonErrImagePull, Err: err}
+		}
+		if err != nil && policy == "Never" {
+			return Image{}, "", "", &supervisor.StartError{Reason: "ErrImageNeverPull", Err: fmt.Errorf("container image %q is not present with pull policy of Never", c.Image)}
+		}
+	}
+	if policy == "Always" || err != nil {
+		if strings.HasPrefix(ref, "sha256:") {
+			// Pinned to a local image ID (an image loaded, not pulled): nothing to pull from.
+			return Image{}, "", "", &supervisor.StartError{Reason: supervisor.ReasonErrImagePull, Err: fmt.Errorf("image %s (pinned as %s) is no longer in the engine and has no registry digest to pull", c.Image, ref)}
+		}
+		img, err = rt.pull(ctx, ref, c.PullSecrets, l.Progress)
+		if err != nil {
+			if ctx.Err() != nil {
+				return Image{}, "", "", ctx.Err()
+			}
+			return Image{}, "", "", &supervisor.StartError{Reason: supervisor.ReasonErrImagePull, Err: err}
+		}
+		source = SourcePulled
+	}
+	if pin == "" {
+		pin = img.DigestRef(c.Image)
+		rt.mu.Lock()
+		if p := rt.pins[l.Revision.ID]; p != "" {
+			pin = p // another replica pinned it first; run what it runs
+		} else {
+			rt.pins[l.Revision.ID] = pin
+		}
+		rt.mu.Unlock()
+		if pin != img.DigestRef(c.Image) {
+			if img, err = rt.e.InspectImage(ctx, pin); err != nil {
+				return Image{}, "", "", &supervisor.StartError{Reason: supervisor.ReasonErrImagePull, Err: err}
+			}
+		}
+	}
+	return img, pin, source, nil
+}
+
+// pull pulls ref once however many replicas want it at the same time.
+func (rt *Runtime) pull(ctx context.Context, ref string, secrets [][]byte, progress func(string)) (Image, error) {
+	auth, err := AuthFor(ref, secrets)
+	if err != nil {
+		return Image{}, err
+	}
+	v, err, _ := rt.pulls.Do(ref, func() (any, error) {
+		rt.log.Info("pulling image", "image", ref)
+		start := rt.clock.Now()
+		img, err := rt.e.Pull(context.WithoutCancel(ctx), ref, auth, func(p PullProgress) {
+			if progress != nil {
+				progress(pullMessage(ref, p))
+			}
+		})
+		if err != nil {
+			rt.log.Warn("image pull failed", "image", ref, "error", err)
+			return Image{}, err
+		}
+		rt.log.Info("image pulled", "image", ref, "id", img.ID, "bytes", img.Size, "seconds", rt.clock.Now().Sub(start).Seconds())
+		return img, nil
+	})
+	if err != nil {
+		return Image{}, err
+	}
+	return v.(Image), nil
+}
+
+func pullMessage(ref string, p PullProgress) string {
+	if p.Total > 0 {
+		return fmt.Sprintf("pulling image %s: %s of %s (%d layers)", ref, mib(p.Current), mib(p.Total), p.Layers)
+	}
+	return fmt.Sprintf("pulling image %s: %s", ref, strings.ToLower(p.Status))
+}
+
+func mib(n int64) string { return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MiB" }
+
+// spec is the container of a launch, from the image img.
+func (rt *Runtime) spec(l supervisor.Launch, img Image) (Spec, error) {
+	c := l.Revision.Container
+	sec := c.Security
+	spec := Spec{
+		Name:       "infera-" + l.Replica,
+		Image:      img.ID,
+		Entrypoint: l.Command,
+		Cmd:        l.Args,
+		Env:        l.Env,
+		WorkingDir: c.WorkingDir,
+		Labels: map[string]string{
+			LabelStateDir: rt.cfg.StateDir,
+			LabelRevision: string(l.Revision.ID),
+			LabelReplica:  l.Replica,
+		},
+		ReadOnlyRootFS: sec.ReadOnlyRootFilesystem,
+		CapAdd:         sec.CapAdd,
+		CapDrop:        sec.CapDrop,
+		NoNewPrivs:     sec.AllowPrivilegeEscalation != nil && !*sec.AllowPrivilegeEscalation,
+		NanoCPUs:       c.Resources.CPULimitMilli * 1e6,
+		MemoryBytes:    c.Resources.MemoryLimit,
+	}
+	if len(spec.Entrypoint) == 0 {
+		spec.Entrypoint = nil
+	}
+	if len(spec.Cmd) == 0 {
+		spec.Cmd = nil
+	}
+	if c.Resources.CPURequestMilli > 0 {
+		// The kubelet's shares: 1024 per CPU, at least 2.
+		spec.CPUShares = max(c.Resources.CPURequestMilli*1024/1000, 2)
+	}
+	if sec.Privileged {
+		if !rt.cfg.AllowPrivileged {
+			return Spec{}, errors.New("securityContext.privileged is refused: start infera up with --allow-privileged to run privileged containers")
+		}
+		spec.Privileged = true
+	}
+	switch {
+	case sec.RunAsUser != nil && sec.RunAsGroup != nil:
+		spec.User = fmt.Sprintf("%d:%d", *sec.RunAsUser, *sec.RunAsGroup)
+	case sec.RunAsUser != nil:
+		spec.User = strconv.FormatInt(*sec.RunAsUser, 10)
+	case sec.RunAsGroup != nil:
+		// The image's user with this group, as the kubelet does.
+		user, _, _ := strings.Cut(img.User, ":")
+		spec.User = cmpOr(user, "0") + ":" + strconv.FormatInt(*sec.RunAsGroup, 10)
+	}
+	if sec.RunAsNonRoot {
+		user, _, _ := strings.Cut(cmpOr(spec.User, img.User), ":")
+		switch {
+		case user == "" || user == "0" || user == "root":
+			return Spec{}, errors.New("container has runAsNonRoot and image will run as root")
+		case !isNumeric(user):
+			return Spec{}, fmt.Errorf("container has runAsNonRoot and image has non-numeric user (%s), cannot verify user is non-root", user)
+		}
+	}
+	for _, b := range l.Binds {
+		spec.Mounts = append(spec.Mounts, Mount{Source: b.Source, Target: b.Target, ReadOnly: b.ReadOnly})
+	}
+	return spec, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func isNumeric(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 32)
+	return err == nil
+}
+
+// takeGPUs gives a replica n whole devices of the inventory, never more and never "all".
+func (rt *Runtime) takeGPUs(replica string, n int) ([]string, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	var free []string
+	for _, d := range rt.cfg.GPUs {
+		if rt.gpuUsed[d] == "" {
+			free = append(free, d)
+		}
+	}
+	if len(free) < n {
+		return nil, fmt.Errorf("insufficient nvidia.com/gpu: the replica asks for %d, %d of the %d in infera's inventory (%s) are free", n, len(free), len(rt.cfg.GPUs), strings.Join(rt.cfg.GPUs, ","))
+	}
+	for _, d := range free[:n] {
+		rt.gpuUsed[d] = replica
+	}
+	return free[:n], nil
+}
+
+func (rt *Runtime) releaseGPUs(replica string) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for d, r := range rt.gpuUsed {
+		if r == replica {
+			delete(rt.gpuUsed, d)
+		}
+	}
+}
+
+// instance is one container of a replica.
+type instance struct {
+	rt       *Runtime
+	c        *Container
+	replica  string
+	ref      string
+	source   string
+	pullTime time.Duration
+	done     chan struct{}
+}
+
+func (i *instance) PID() int              { return i.c.PID }
+func (i *instance) Done() <-chan struct{} { return i.done }
+func (i *instance) ExitDesc() string {
+	<-i.done
+	return i.c.ExitDesc()
+}
+func (i *instance) Terminate() {
+	if err := i.c.Signal(); err != nil {
+		i.rt.log.Warn("stop signal", "replica", i.replica, "error", err)
+	}
+}
+func (i *instance) Kill() {
+	if err := i.c.Kill(); err != nil {
+		i.rt.log.Warn("kill", "replica", i.replica, "error", err)
+	}
+}
+
+// Exec runs argv in the container through the engine's exec API.
+func (i *instance) Exec(ctx context.Context, argv []string, out io.Writer) error {
+	code, output, err := i.rt.e.Exec(ctx, i.c.ID, argv)
+	_, _ = out.Write(output)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("exit status %d", code)
+	}
+	return nil
+}
+
+func (i *instance) ImageRef() string            { return i.ref }
+func (i *instance) ContainerID() string         { return i.c.ID }
+func (i *instance) ImageSource() string         { return i.source }
+func (i *instance) PullDuration() time.Duration { return i.pullTime }
