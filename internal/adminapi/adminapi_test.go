@@ -64,6 +64,10 @@ func (f *fakeBackend) Datasets() []DatasetView {
 	return []DatasetView{{Namespace: "default", Name: "oss-data", Phase: "Fetching", Bytes: 1 << 20, Total: 4 << 20, Mode: "prefetch"}}
 }
 
+func (f *fakeBackend) ImageCaches() []ImageCacheView {
+	return []ImageCacheView{{Name: "ai", Phase: "Ready", Images: []ImageCacheImageView{{Image: "reg/app:v1", State: "Ready", Owned: true}}}}
+}
+
 func (f *fakeBackend) DataLoads() []DataLoadView {
 	return []DataLoadView{{Namespace: "default", Name: "warm", Dataset: "default/oss-data", Policy: "Once", Phase: "Executing"}}
 }
@@ -123,6 +127,15 @@ func TestClientServer(t *testing.T) {
 	}
 	if dl, err := c.DataLoads(ctx); err != nil || len(dl) != 1 || dl[0].Dataset != "default/oss-data" {
 		t.Errorf("dataloads: %+v %v", dl, err)
+	}
+	if ics, err := c.ImageCaches(ctx); err != nil || len(ics) != 1 || ics[0].Images[0].Image != "reg/app:v1" {
+		t.Errorf("imagecaches: %+v %v", ics, err)
+	}
+	if ic, err := c.ImageCache(ctx, "ai"); err != nil || ic.Phase != "Ready" {
+		t.Errorf("imagecache: %+v %v", ic, err)
+	}
+	if _, err := c.ImageCache(ctx, "nope"); err == nil || err.Error() != "imagecache nope not found" {
+		t.Errorf("missing imagecache: %v", err)
 	}
 
 	var logs strings.Builder

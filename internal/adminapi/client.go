@@ -132,6 +132,18 @@ func (c *Client) DataLoads(ctx context.Context) ([]DataLoadView, error) {
 	return out, c.do(ctx, http.MethodGet, APIPrefix+"/dataloads", nil, &out)
 }
 
+// ImageCaches lists ImageCaches with their images.
+func (c *Client) ImageCaches(ctx context.Context) ([]ImageCacheView, error) {
+	var out []ImageCacheView
+	return out, c.do(ctx, http.MethodGet, APIPrefix+"/imagecaches", nil, &out)
+}
+
+// ImageCache shows one ImageCache.
+func (c *Client) ImageCache(ctx context.Context, name string) (ImageCacheView, error) {
+	var out ImageCacheView
+	return out, c.do(ctx, http.MethodGet, APIPrefix+"/imagecaches/"+url.PathEscape(name), nil, &out)
+}
+
 // Describe shows one service.
 func (c *Client) Describe(ctx context.Context, namespace, name string) (ServiceDetail, error) {
 	var out ServiceDetail

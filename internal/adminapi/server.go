@@ -38,8 +38,9 @@ type Backend interface {
 	Revisions() []RevisionView // by namespace, service and generation
 	Replicas() []Replica
 	Logs(replica string) (io.ReadCloser, error)
-	Datasets() []DatasetView   // by namespace and name
-	DataLoads() []DataLoadView // by namespace and name
+	Datasets() []DatasetView       // by namespace and name
+	DataLoads() []DataLoadView     // by namespace and name
+	ImageCaches() []ImageCacheView // by name
 }
 
 // maxApplyBody bounds an apply request: manifests are small (manifest.MaxSourceBytes each).
@@ -88,6 +89,18 @@ func Handler(b Backend, gatherer prometheus.Gatherer, extra map[string]http.Hand
 	})
 	mux.HandleFunc("GET "+APIPrefix+"/dataloads", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, b.DataLoads())
+	})
+	mux.HandleFunc("GET "+APIPrefix+"/imagecaches", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, b.ImageCaches())
+	})
+	mux.HandleFunc("GET "+APIPrefix+"/imagecaches/{name}", func(w http.ResponseWriter, r *http.Request) {
+		for _, c := range b.ImageCaches() {
+			if c.Name == r.PathValue("name") {
+				writeJSON(w, http.StatusOK, c)
+				return
+			}
+		}
+		writeJSON(w, http.StatusNotFound, APIError{Error: fmt.Sprintf("imagecache %s not found", r.PathValue("name"))})
 	})
 	mux.HandleFunc("GET "+APIPrefix+"/replicas/{name}/logs", func(w http.ResponseWriter, r *http.Request) {
 		writeLogs(w, b, []string{r.PathValue("name")}, false)

@@ -295,3 +295,32 @@ func Bytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f%ci", v, "KMGTPE"[u-1])
 }
+
+// ImageCacheView is an ImageCache (eci.alibabacloud.com/v1) and its images, as `infera get
+// imagecaches` and `infera describe imagecache` show it. Phase is ECI's word (Preparing,
+// Creating, Ready, Failed, Updating, UpdateFailed).
+type ImageCacheView struct {
+	Name    string                `json:"name"`
+	Phase   string                `json:"phase"`
+	Message string                `json:"message,omitempty"`
+	Size    int64                 `json:"size"`      // bytes of its Ready images
+	Owned   int64                 `json:"ownedSize"` // bytes of the images infera pulled for it (what imageCacheSize bounds)
+	Limit   int64                 `json:"limit"`     // imageCacheSize in bytes; 0: none
+	Images  []ImageCacheImageView `json:"images"`
+}
+
+// ImageCacheImageView is one image of an ImageCache: State Pending, Pulling, Ready, Failed or
+// Evicted, with the reason of the last two.
+type ImageCacheImageView struct {
+	Image    string    `json:"image"`
+	State    string    `json:"state"`
+	Reason   string    `json:"reason,omitempty"`
+	ID       string    `json:"id,omitempty"`
+	Digest   string    `json:"digest,omitempty"`
+	Size     int64     `json:"size,omitempty"`
+	Current  int64     `json:"current,omitempty"` // bytes pulled so far, while Pulling
+	Total    int64     `json:"total,omitempty"`
+	Owned    bool      `json:"owned"` // infera pulled it, so it may remove it
+	PulledAt time.Time `json:"pulledAt,omitzero"`
+	LastUsed time.Time `json:"lastUsed,omitzero"`
+}

@@ -157,10 +157,10 @@ func readInput(name string, files []string, stdio IO) ([]manifest.Source, error)
 func newGet(stdio IO) *cobra.Command {
 	var admin, output string
 	cmd := &cobra.Command{
-		Use:       "get services|revisions|replicas|datasets|dataloads",
-		Short:     "List services, revisions, replicas, datasets or dataloads of a running infera up",
+		Use:       "get services|revisions|replicas|datasets|dataloads|imagecaches",
+		Short:     "List services, revisions, replicas, datasets, dataloads or imagecaches of a running infera up",
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"services", "revisions", "replicas", "datasets", "dataloads"},
+		ValidArgs: []string{"services", "revisions", "replicas", "datasets", "dataloads", "imagecaches"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput("get", output); err != nil {
 				return err
@@ -179,8 +179,10 @@ func newGet(stdio IO) *cobra.Command {
 				v, err = c.Datasets(cmd.Context())
 			case "dataload":
 				v, err = c.DataLoads(cmd.Context())
+			case "imagecache":
+				v, err = c.ImageCaches(cmd.Context())
 			default:
-				return fail(ExitUsage, "get: unknown resource %q: use services, revisions, replicas, datasets or dataloads", args[0])
+				return fail(ExitUsage, "get: unknown resource %q: use services, revisions, replicas, datasets, dataloads or imagecaches", args[0])
 			}
 			if err != nil {
 				return clientError("get", err)
@@ -242,6 +244,17 @@ func printTable(w io.Writer, v any) {
 		for _, l := range rows {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", l.Namespace, l.Name, l.Dataset, l.Policy, l.Phase, dash(l.Duration), l.Runs, dash(l.Message))
 		}
+	case []adminapi.ImageCacheView:
+		fmt.Fprintln(tw, "NAME\tPHASE\tIMAGES\tREADY\tSIZE\tLIMIT\tMESSAGE")
+		for _, c := range rows {
+			ready := 0
+			for _, im := range c.Images {
+				if im.State == "Ready" {
+					ready++
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", c.Name, c.Phase, len(c.Images), ready, adminapi.Bytes(c.Size), adminapi.Bytes(c.Limit), dash(c.Message))
+		}
 	case []adminapi.Replica:
 		fmt.Fprintln(tw, "NAME\tREVISION\tSTATE\tPID\tADDRESS\tRESTARTS\tIN-FLIGHT\tAGE")
 		for _, r := range rows {
@@ -278,8 +291,8 @@ func dash(s string) string {
 func newDescribe(stdio IO) *cobra.Command {
 	var admin, namespace, output string
 	cmd := &cobra.Command{
-		Use:   "describe service|dataset NAME",
-		Short: "Show a service (revisions, replicas, conditions) or a dataset (cache progress) of a running infera up",
+		Use:   "describe service|dataset|imagecache NAME",
+		Short: "Show a service (revisions, replicas, conditions), a dataset (cache progress) or an imagecache (its images) of a running infera up",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput("describe", output); err != nil {
@@ -293,8 +306,14 @@ func newDescribe(stdio IO) *cobra.Command {
 					return clientError("describe", err)
 				}
 				return printOutput(stdio.Out, output, d, printDataset)
+			case "imagecache":
+				d, err := adminapi.NewClient(admin).ImageCache(cmd.Context(), args[1])
+				if err != nil {
+					return clientError("describe", err)
+				}
+				return printOutput(stdio.Out, output, d, printImageCache)
 			default:
-				return fail(ExitUsage, "describe: unknown resource %q: use service or dataset", args[0])
+				return fail(ExitUsage, "describe: unknown resource %q: use service, dataset or imagecache", args[0])
 			}
 			d, err := adminapi.NewClient(admin).Describe(cmd.Context(), namespace, args[1])
 			if err != nil {
@@ -432,4 +451,26 @@ func imageOf(r adminapi.Replica) string {
 		return fmt.Sprintf("pulled %.1fs", float64(r.ImagePullMs)/1000)
 	}
 	return r.ImageSource
+}
+
+func printImageCache(w io.Writer, c adminapi.ImageCacheView) {
+	fmt.Fprintf(w, "Name:        %s\nPhase:       %s\n", c.Name, c.Phase)
+	if c.Message != "" {
+		fmt.Fprintf(w, "Message:     %s\n", c.Message)
+	}
+	fmt.Fprintf(w, "Size:        %s (pulled by infera: %s, imageCacheSize %s)\n\nImages:\n", adminapi.Bytes(c.Size), adminapi.Bytes(c.Owned), adminapi.Bytes(c.Limit))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  IMAGE\tSTATE\tSIZE\tDIGEST\tOWNED\tLAST USED\tREASON")
+	for _, im := range c.Images {
+		size := adminapi.Bytes(im.Size)
+		if im.State == "Pulling" && im.Total > 0 {
+			size = adminapi.Bytes(im.Current) + " of " + adminapi.Bytes(im.Total)
+		}
+		used := "-"
+		if !im.LastUsed.IsZero() {
+			used = im.LastUsed.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%v\t%s\t%s\n", im.Image, im.State, size, dash(im.Digest), im.Owned, used, dash(im.Reason))
+	}
+	tw.Flush()
 }

@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/infera-dev/infera/internal/ack"
 	"io"
 	"log/slog"
 	"maps"
@@ -81,8 +82,11 @@ type Config struct {
 	// ColdStarts assembles cold starts; the scaling loop reports revisions added, pokes and
 	// decisions to it, and the revision views show each one's last. nil: none are tracked.
 	ColdStarts *coldstart.Tracker
-	Logger     *slog.Logger
-	Clock      clock.Clock // nil: the real clock
+	// ImageCaches pre-pulls ImageCaches' images through the container engine; nil: no engine,
+	// and the ImageCaches applied show why they do nothing.
+	ImageCaches ImageCaches
+	Logger      *slog.Logger
+	Clock       clock.Clock // nil: the real clock
 }
 
 // resyncPeriod bounds how long a Pending revision waits for a change that no event signals,
@@ -100,6 +104,7 @@ type Controller struct {
 	scaling *scaling
 
 	datasets Datasets
+	images   ImageCaches
 
 	applyMu sync.Mutex // apply and delete: validate-then-store is atomic against each other
 	kick    chan struct{}
@@ -155,6 +160,8 @@ type view struct {
 	running  map[workload.RevisionID]bool
 	runtimes map[workload.RevisionID][2]string // running revisions' runtime and why
 	blocked  map[workload.RevisionID]block
+	// imageCaches are the ImageCaches in the store, by name.
+	imageCaches []*ack.ImageCache
 }
 
 // New builds a controller; Sync loads the store and Run starts it.
@@ -164,7 +171,7 @@ func New(cfg Config) *Controller {
 	}
 	c := clock.Or(cfg.Clock)
 	ctrl := &Controller{
-		store: cfg.Store, gw: cfg.Gateway, sup: cfg.Supervisor, datasets: cfg.Datasets,
+		store: cfg.Store, gw: cfg.Gateway, sup: cfg.Supervisor, datasets: cfg.Datasets, images: cfg.ImageCaches,
 		opts: cfg.Resolve, log: cfg.Logger, clock: c,
 		recheck:  make(chan struct{}, 1),
 		pins:     map[workload.RevisionID][]string{},
@@ -314,6 +321,9 @@ func (c *Controller) pass(ctx context.Context, ch changes, resync bool) error {
 	retry := func(b block) bool { return ch.any || ch.external || (resync && b.pending) }
 	if ch.datasets {
 		c.syncDatasets()
+	}
+	if ch.images {
+		c.syncImageCaches()
 	}
 	if ch.knative {
 		var data map[string]string

@@ -3,6 +3,7 @@ package controller
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/infera-dev/infera/internal/ack"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -50,12 +51,13 @@ type state struct {
 	configs   map[string]*servingv1.Configuration
 	revisions map[string]map[string]*servingv1.Revision // service -> revision name -> revision
 
-	secrets    map[string]*corev1.Secret
-	configMaps map[string]*corev1.ConfigMap
-	pvcs       map[string]*corev1.PersistentVolumeClaim
-	datasets   map[string]*fluid.Dataset
-	runtimes   map[string]*modelcache.RuntimeSpec // the cache runtime bound to a Dataset: same namespace and name
-	dataLoads  map[string]*fluid.DataLoad
+	secrets     map[string]*corev1.Secret
+	configMaps  map[string]*corev1.ConfigMap
+	pvcs        map[string]*corev1.PersistentVolumeClaim
+	datasets    map[string]*fluid.Dataset
+	runtimes    map[string]*modelcache.RuntimeSpec // the cache runtime bound to a Dataset: same namespace and name
+	dataLoads   map[string]*fluid.DataLoad
+	imageCaches map[string]*ack.ImageCache // by name (cluster-scoped)
 
 	knative *manifest.KnativeConfig // nil: recompute from the ConfigMaps on next use
 }
@@ -68,6 +70,7 @@ func newState() *state {
 		secrets:   map[string]*corev1.Secret{}, configMaps: map[string]*corev1.ConfigMap{},
 		pvcs: map[string]*corev1.PersistentVolumeClaim{}, datasets: map[string]*fluid.Dataset{},
 		runtimes: map[string]*modelcache.RuntimeSpec{}, dataLoads: map[string]*fluid.DataLoad{},
+		imageCaches: map[string]*ack.ImageCache{},
 	}
 }
 
@@ -76,6 +79,7 @@ type changes struct {
 	services map[string]bool // namespace/name of Services whose objects changed
 	knative  bool            // a ConfigMap in knative-serving changed (domain, autoscaler, ...)
 	datasets bool            // a Dataset, cache runtime, DataLoad or Secret changed
+	images   bool            // an ImageCache or a Secret changed
 	any      bool
 	external bool // something outside the store changed (Recheck): resolve every blocked revision
 }
@@ -192,6 +196,7 @@ func (s *state) index(e *entry, add bool, ch *changes) {
 		case *corev1.Secret:
 			set(s.secrets, key, obj, add)
 			ch.datasets = true // encryptOptions may read it
+			ch.images = true   // an ImageCache's imagePullSecrets may name it
 		case *corev1.ConfigMap:
 			set(s.configMaps, key, obj, add)
 			if obj.Namespace == manifest.KnativeNamespace {
@@ -202,6 +207,9 @@ func (s *state) index(e *entry, add bool, ch *changes) {
 		case *fluid.Dataset:
 			set(s.datasets, key, obj, add)
 			ch.datasets = true
+		case *ack.ImageCache:
+			set(s.imageCaches, obj.Name, obj, add)
+			ch.images = true
 		case *fluid.DataLoad:
 			set(s.dataLoads, key, obj, add)
 			ch.datasets = true

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"github.com/infera-dev/infera/internal/container"
+	"github.com/infera-dev/infera/internal/dockerrt"
+	"github.com/infera-dev/infera/internal/imagecache"
 	"io"
 	"log/slog"
 	"net"
@@ -170,7 +172,15 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	}
 	runtimes := map[string]supervisor.Runtime{}
 	engineHost := ""
+	var images *imagecache.Manager
 	if docker != nil {
+		if images, err = imagecache.New(imagecache.Config{
+			Dir: filepath.Join(cfg.StateDir, "imagecache"), Engine: docker.engine, Clock: clk,
+			Logger: log.With("component", "imagecache"),
+		}); err != nil {
+			return fmt.Errorf("up: image cache: %w", err)
+		}
+		docker.rt.SetCache(cachedImages{images})
 		runtimes[supervisor.RuntimeDocker] = docker.rt
 		engineHost = docker.engine.Host()
 		defer docker.engine.Close()
@@ -205,11 +215,12 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	}
 	ctrl = controller.New(controller.Config{
 		Store: st, Gateway: gw, Supervisor: supervisorAdapter{sup, gw}, Scaler: scaler,
-		Resolve:    reconciler.ResolveOptions{Self: cfg.Self, Runtime: cfg.Runtime, Engine: engineHost},
-		Datasets:   cache,
-		ColdStarts: cold,
-		Logger:     log.With("component", "controller"),
-		Clock:      clk,
+		Resolve:     reconciler.ResolveOptions{Self: cfg.Self, Runtime: cfg.Runtime, Engine: engineHost},
+		Datasets:    cache,
+		ColdStarts:  cold,
+		ImageCaches: imageCachesOf(images),
+		Logger:      log.With("component", "controller"),
+		Clock:       clk,
 	})
 	reg.MustRegister(ctrl.Collector())
 
@@ -230,6 +241,9 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	}
 	background("supervisor", sup.Run)
 	background("model cache", cache.Run)
+	if images != nil {
+		background("image cache", images.Run)
+	}
 	stopBackground := sync.OnceValue(func() error { stopBack(); return back.Wait() })
 	defer stopBackground()
 
@@ -370,7 +384,7 @@ func maxTimeout(st *store.Store) time.Duration {
 // dockerRuntime is the container engine and the runtime on it, when one answers.
 type dockerRuntime struct {
 	engine *container.Engine
-	rt     *container.Runtime
+	rt     *dockerrt.Runtime
 }
 
 // connectEngine reaches the Docker Engine API for the docker runtime: required with
@@ -392,7 +406,7 @@ func connectEngine(ctx context.Context, cfg UpConfig, clk clock.Clock, log *slog
 		log.Info("no container engine: containers with no command cannot run as images", "host", container.DefaultHost(), "error", err)
 		return nil, nil
 	}
-	rt, err := container.NewRuntime(container.RuntimeConfig{
+	rt, err := dockerrt.NewRuntime(dockerrt.RuntimeConfig{
 		Engine: eng, StateDir: cfg.StateDir, AllowPrivileged: cfg.AllowPrivileged, GPUs: cfg.NVIDIADevices,
 		Clock: clk, Logger: log.With("component", "docker"),
 	})
@@ -407,4 +421,22 @@ func connectEngine(ctx context.Context, cfg UpConfig, clk clock.Clock, log *slog
 	}
 	log.Info("container engine", "host", eng.Host(), "orphans_removed", n)
 	return &dockerRuntime{engine: eng, rt: rt}, nil
+}
+
+// cachedImages shows the ImageCache manager to the docker runtime.
+type cachedImages struct{ m *imagecache.Manager }
+
+func (c cachedImages) Cached(image string) bool {
+	_, ok := c.m.Cached(image)
+	return ok
+}
+
+func (c cachedImages) Touch(image string) { c.m.Touch(image) }
+
+// imageCachesOf is m as the controller's ImageCaches; nil (no engine) stays nil.
+func imageCachesOf(m *imagecache.Manager) controller.ImageCaches {
+	if m == nil {
+		return nil
+	}
+	return m
 }

@@ -1,4 +1,8 @@
-package container
+// Package dockerrt is the supervisor's "docker" runtime: replicas as containers of their
+// image through a Docker Engine API (internal/container), with Kubernetes' pull policies,
+// imagePullSecrets, Knative's digest pinning, securityContext and limits, whole NVIDIA devices
+// from a declared inventory, and ImageCache images used without a pull.
+package dockerrt
 
 import (
 	"context"
@@ -15,6 +19,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/infera-dev/infera/internal/clock"
+	"github.com/infera-dev/infera/internal/container"
 	"github.com/infera-dev/infera/internal/supervisor"
 	"github.com/infera-dev/infera/internal/workload"
 )
@@ -29,7 +34,7 @@ type ImageCache interface {
 
 // RuntimeConfig wires a Runtime.
 type RuntimeConfig struct {
-	Engine *Engine
+	Engine *container.Engine
 	// StateDir is infera's state directory: every container carries it as a label, so the
 	// next infera on the same directory finds what a killed one left.
 	StateDir string
@@ -46,7 +51,7 @@ type RuntimeConfig struct {
 // Runtime runs replicas as containers: the supervisor's "docker" runtime.
 type Runtime struct {
 	cfg   RuntimeConfig
-	e     *Engine
+	e     *container.Engine
 	clock clock.Clock
 	log   *slog.Logger
 	pulls singleflight.Group
@@ -75,11 +80,14 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 	}, nil
 }
 
+// SetCache sets the ImageCache the runtime consults; call it before any replica starts.
+func (rt *Runtime) SetCache(c ImageCache) { rt.cfg.Cache = c }
+
 // RemoveOrphans removes every container that carries this state directory's label: what an
 // infera that was killed (SIGKILL, a crash, a power cut) left running. Call it before any
 // replica starts. It returns how many it removed.
 func (rt *Runtime) RemoveOrphans(ctx context.Context) (int, error) {
-	cs, err := rt.e.ListContainers(ctx, map[string]string{LabelStateDir: rt.cfg.StateDir})
+	cs, err := rt.e.ListContainers(ctx, map[string]string{container.LabelStateDir: rt.cfg.StateDir})
 	if err != nil {
 		return 0, err
 	}
@@ -88,7 +96,7 @@ func (rt *Runtime) RemoveOrphans(ctx context.Context) (int, error) {
 		if err := rt.e.RemoveContainer(ctx, c.ID); err != nil {
 			return n, err
 		}
-		rt.log.Warn("removed a container left by an earlier infera", "container", c.Name, "replica", c.Labels[LabelReplica], "revision", c.Labels[LabelRevision])
+		rt.log.Warn("removed a container left by an earlier infera", "container", c.Name, "replica", c.Labels[container.LabelReplica], "revision", c.Labels[container.LabelRevision])
 		n++
 	}
 	return n, nil
@@ -161,7 +169,7 @@ const (
 // image makes the replica's image present as its pull policy says and returns it with the
 // reference that pins it and where it came from. The first replica of a revision pins the
 // revision's image; later ones run exactly that.
-func (rt *Runtime) image(ctx context.Context, l supervisor.Launch) (Image, string, string, error) {
+func (rt *Runtime) image(ctx context.Context, l supervisor.Launch) (container.Image, string, string, error) {
 	c := l.Revision.Container
 	rt.mu.Lock()
 	pin := c.ImageDigest
@@ -183,28 +191,28 @@ func (rt *Runtime) image(ctx context.Context, l supervisor.Launch) (Image, strin
 	if cached {
 		source = SourceCache
 	}
-	var img Image
+	var img container.Image
 	var err error
 	if policy != "Always" {
 		img, err = rt.e.InspectImage(ctx, ref)
-		if err != nil && !errors.Is(err, ErrImageNotFound) {
-			return Image{}, "", "", &supervisor.StartError{Reason: supervisor.ReasonErrImagePull, Err: err}
+		if err != nil && !errors.Is(err, container.ErrImageNotFound) {
+			return container.Image{}, "", "", &supervisor.StartError{Reason: supervisor.ReasonErrImagePull, Err: err}
 		}
 		if err != nil && policy == "Never" {
-			return Image{}, "", "", &supervisor.StartError{Reason: "ErrImageNeverPull", Err: fmt.Errorf("container image %q is not present with pull policy of Never", c.Image)}
+			return container.Image{}, "", "", &supervisor.StartError{Reason: "ErrImageNeverPull", Err: fmt.Errorf("container image %q is not present with pull policy of Never", c.Image)}
 		}
 	}
 	if policy == "Always" || err != nil {
 		if strings.HasPrefix(ref, "sha256:") {
 			// Pinned to a local image ID (an image loaded, not pulled): nothing to pull from.
-			return Image{}, "", "", &supervisor.StartError{Reason: supervisor.ReasonErrImagePull, Err: fmt.Errorf("image %s (pinned as %s) is no longer in the engine and has no registry digest to pull", c.Image, ref)}
+			return container.Image{}, "", "", &supervisor.StartError{Reason: supervisor.ReasonErrImagePull, Err: fmt.Errorf("image %s (pinned as %s) is no longer in the engine and has no registry digest to pull", c.Image, ref)}
 		}
 		img, err = rt.pull(ctx, ref, c.PullSecrets, l.Progress)
 		if err != nil {
 			if ctx.Err() != nil {
-				return Image{}, "", "", ctx.Err()
+				return container.Image{}, "", "", ctx.Err()
 			}
-			return Image{}, "", "", &supervisor.StartError{Reason: supervisor.ReasonErrImagePull, Err: err}
+			return container.Image{}, "", "", &supervisor.StartError{Reason: supervisor.ReasonErrImagePull, Err: err}
 		}
 		source = SourcePulled
 	}
@@ -219,7 +227,7 @@ func (rt *Runtime) image(ctx context.Context, l supervisor.Launch) (Image, strin
 		rt.mu.Unlock()
 		if pin != img.DigestRef(c.Image) {
 			if img, err = rt.e.InspectImage(ctx, pin); err != nil {
-				return Image{}, "", "", &supervisor.StartError{Reason: supervisor.ReasonErrImagePull, Err: err}
+				return container.Image{}, "", "", &supervisor.StartError{Reason: supervisor.ReasonErrImagePull, Err: err}
 			}
 		}
 	}
@@ -227,33 +235,33 @@ func (rt *Runtime) image(ctx context.Context, l supervisor.Launch) (Image, strin
 }
 
 // pull pulls ref once however many replicas want it at the same time.
-func (rt *Runtime) pull(ctx context.Context, ref string, secrets [][]byte, progress func(string)) (Image, error) {
-	auth, err := AuthFor(ref, secrets)
+func (rt *Runtime) pull(ctx context.Context, ref string, secrets [][]byte, progress func(string)) (container.Image, error) {
+	auth, err := container.AuthFor(ref, secrets)
 	if err != nil {
-		return Image{}, err
+		return container.Image{}, err
 	}
 	v, err, _ := rt.pulls.Do(ref, func() (any, error) {
 		rt.log.Info("pulling image", "image", ref)
 		start := rt.clock.Now()
-		img, err := rt.e.Pull(context.WithoutCancel(ctx), ref, auth, func(p PullProgress) {
+		img, err := rt.e.Pull(context.WithoutCancel(ctx), ref, auth, func(p container.PullProgress) {
 			if progress != nil {
 				progress(pullMessage(ref, p))
 			}
 		})
 		if err != nil {
 			rt.log.Warn("image pull failed", "image", ref, "error", err)
-			return Image{}, err
+			return container.Image{}, err
 		}
 		rt.log.Info("image pulled", "image", ref, "id", img.ID, "bytes", img.Size, "seconds", rt.clock.Now().Sub(start).Seconds())
 		return img, nil
 	})
 	if err != nil {
-		return Image{}, err
+		return container.Image{}, err
 	}
-	return v.(Image), nil
+	return v.(container.Image), nil
 }
 
-func pullMessage(ref string, p PullProgress) string {
+func pullMessage(ref string, p container.PullProgress) string {
 	if p.Total > 0 {
 		return fmt.Sprintf("pulling image %s: %s of %s (%d layers)", ref, mib(p.Current), mib(p.Total), p.Layers)
 	}
@@ -263,10 +271,10 @@ func pullMessage(ref string, p PullProgress) string {
 func mib(n int64) string { return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MiB" }
 
 // spec is the container of a launch, from the image img.
-func (rt *Runtime) spec(l supervisor.Launch, img Image) (Spec, error) {
+func (rt *Runtime) spec(l supervisor.Launch, img container.Image) (container.Spec, error) {
 	c := l.Revision.Container
 	sec := c.Security
-	spec := Spec{
+	spec := container.Spec{
 		Name:       "infera-" + l.Replica,
 		Image:      img.ID,
 		Entrypoint: l.Command,
@@ -274,9 +282,9 @@ func (rt *Runtime) spec(l supervisor.Launch, img Image) (Spec, error) {
 		Env:        l.Env,
 		WorkingDir: c.WorkingDir,
 		Labels: map[string]string{
-			LabelStateDir: rt.cfg.StateDir,
-			LabelRevision: string(l.Revision.ID),
-			LabelReplica:  l.Replica,
+			container.LabelStateDir: rt.cfg.StateDir,
+			container.LabelRevision: string(l.Revision.ID),
+			container.LabelReplica:  l.Replica,
 		},
 		ReadOnlyRootFS: sec.ReadOnlyRootFilesystem,
 		CapAdd:         sec.CapAdd,
@@ -297,7 +305,7 @@ func (rt *Runtime) spec(l supervisor.Launch, img Image) (Spec, error) {
 	}
 	if sec.Privileged {
 		if !rt.cfg.AllowPrivileged {
-			return Spec{}, errors.New("securityContext.privileged is refused: start infera up with --allow-privileged to run privileged containers")
+			return container.Spec{}, errors.New("securityContext.privileged is refused: start infera up with --allow-privileged to run privileged containers")
 		}
 		spec.Privileged = true
 	}
@@ -315,13 +323,13 @@ func (rt *Runtime) spec(l supervisor.Launch, img Image) (Spec, error) {
 		user, _, _ := strings.Cut(cmpOr(spec.User, img.User), ":")
 		switch {
 		case user == "" || user == "0" || user == "root":
-			return Spec{}, errors.New("container has runAsNonRoot and image will run as root")
+			return container.Spec{}, errors.New("container has runAsNonRoot and image will run as root")
 		case !isNumeric(user):
-			return Spec{}, fmt.Errorf("container has runAsNonRoot and image has non-numeric user (%s), cannot verify user is non-root", user)
+			return container.Spec{}, fmt.Errorf("container has runAsNonRoot and image has non-numeric user (%s), cannot verify user is non-root", user)
 		}
 	}
 	for _, b := range l.Binds {
-		spec.Mounts = append(spec.Mounts, Mount{Source: b.Source, Target: b.Target, ReadOnly: b.ReadOnly})
+		spec.Mounts = append(spec.Mounts, container.Mount{Source: b.Source, Target: b.Target, ReadOnly: b.ReadOnly})
 	}
 	return spec, nil
 }
@@ -373,7 +381,7 @@ func (rt *Runtime) releaseGPUs(replica string) {
 // instance is one container of a replica.
 type instance struct {
 	rt       *Runtime
-	c        *Container
+	c        *container.Container
 	replica  string
 	ref      string
 	source   string
