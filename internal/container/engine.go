@@ -349,12 +349,11 @@ func (s Spec) CreateConfig() client.ContainerCreateOptions {
 		}}
 	}
 	for _, m := range s.Mounts {
-		hc.Mounts = append(hc.Mounts, mount.Mount{
-			Type: mount.TypeBind, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly,
-			// rslave: a mount made under the source later (a Dataset's FUSE mount) shows
-			// inside the container too.
-			BindOptions: &mount.BindOptions{Propagation: mount.PropagationRSlave},
-		})
+		// A recursive bind with the engine's default (private) propagation: what is mounted at
+		// or under the source when the container starts (a Dataset's lazy FUSE mount, say) is
+		// seen inside; rslave would also carry later mounts in, but the engine refuses it when
+		// the source's mount is private, as / is on many hosts.
+		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
 	}
 	return client.ContainerCreateOptions{Name: s.Name, Config: cfg, HostConfig: hc}
 }

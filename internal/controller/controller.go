@@ -124,8 +124,10 @@ type Controller struct {
 	pins        map[workload.RevisionID][]string // datasets pinned by running revisions
 	dsModes     datasetModes                     // how running revisions got their datasets
 
-	mu   sync.RWMutex // guards view
-	view view
+	mu sync.RWMutex // guards view and imageCacheList
+	// imageCacheList is the ImageCaches in the store, by name, for the views.
+	imageCacheList []*ack.ImageCache
+	view           view
 }
 
 // computed is one Service's last reconcile: its outputs and the inputs they came from.
@@ -160,8 +162,6 @@ type view struct {
 	running  map[workload.RevisionID]bool
 	runtimes map[workload.RevisionID][2]string // running revisions' runtime and why
 	blocked  map[workload.RevisionID]block
-	// imageCaches are the ImageCaches in the store, by name.
-	imageCaches []*ack.ImageCache
 }
 
 // New builds a controller; Sync loads the store and Run starts it.

@@ -23,6 +23,10 @@ type ImageCaches interface {
 // kubernetes.io/dockerconfigjson one, is left out: the pull then goes without it and its
 // failure (unauthorized) shows on the image.
 func (c *Controller) syncImageCaches() {
+	list := c.state.imageCacheList()
+	c.mu.Lock()
+	c.imageCacheList = list
+	c.mu.Unlock()
 	if c.images == nil {
 		return
 	}
@@ -67,7 +71,7 @@ func (c *Controller) ImageCaches() []adminapi.ImageCacheView {
 		byName[st.Name] = st
 	}
 	c.mu.RLock()
-	caches := c.view.imageCaches
+	caches := c.imageCacheList
 	c.mu.RUnlock()
 	out := make([]adminapi.ImageCacheView, 0, len(caches))
 	for _, ic := range caches {

@@ -20,11 +20,10 @@ import (
 // publish makes the loop's state the admin view.
 func (c *Controller) publish() {
 	v := view{
-		services:    make([]*computed, 0, len(c.services)),
-		running:     make(map[workload.RevisionID]bool, len(c.running)),
-		runtimes:    make(map[workload.RevisionID][2]string, len(c.running)),
-		blocked:     maps.Clone(c.blocked),
-		imageCaches: c.state.imageCacheList(),
+		services: make([]*computed, 0, len(c.services)),
+		running:  make(map[workload.RevisionID]bool, len(c.running)),
+		runtimes: make(map[workload.RevisionID][2]string, len(c.running)),
+		blocked:  maps.Clone(c.blocked),
 	}
 	for _, key := range slices.Sorted(maps.Keys(c.services)) {
 		v.services = append(v.services, c.services[key])

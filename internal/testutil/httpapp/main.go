@@ -13,6 +13,7 @@
 //	/exit?code=N      answers, then exits with status N
 //	/sleep?d=500ms    sleeps d, then answers "slept"
 //	/healthz          "ok"; 503 before --ready-after has passed and after SIGTERM
+//	/health           the same (the path of the article's probes example)
 //
 // On SIGTERM it reports not-ready, keeps serving for --drain-delay, then shuts the server down,
 // letting requests in flight finish (at most 30 s), and exits 0. --probe-file=P makes it a probe
@@ -155,7 +156,7 @@ func (a *app) routes() *http.ServeMux {
 		case <-r.Context().Done():
 		}
 	})
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+	health := func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case a.terminating.Load():
 			http.Error(w, "terminating", http.StatusServiceUnavailable)
@@ -164,6 +165,8 @@ func (a *app) routes() *http.ServeMux {
 		default:
 			fmt.Fprint(w, "ok")
 		}
-	})
+	}
+	mux.HandleFunc("/healthz", health)
+	mux.HandleFunc("/health", health) // the path of the article's probes example
 	return mux
 }
