@@ -101,6 +101,9 @@ func TestImageServedEndToEnd(t *testing.T) {
 	if want := reg.Addr() + "/e2e/httpapp@" + digest; rv.ImageDigest != want {
 		t.Errorf("image digest %q, want %q", rv.ImageDigest, want)
 	}
+	if cs := rv.LastColdStart; cs == nil || cs.ImageMs == nil || *cs.ImageMs <= 0 {
+		t.Errorf("last cold start %+v: want an image phase (the pull)", cs)
+	}
 	reps := u.replicas(t)
 	if len(reps) != 1 || reps[0].Runtime != "docker" || reps[0].ImageSource != "pulled" {
 		t.Errorf("replicas %+v, want one docker replica that pulled its image", reps)

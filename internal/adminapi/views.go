@@ -94,6 +94,9 @@ type ColdStartView struct {
 	// PlacementMs (placement): the poke (the held request's arrival) or the start decision, to
 	// the replica created.
 	PlacementMs float64 `json:"placementMs"`
+	// ImageMs (image): the replica created to its image present (a pull, or the engine or an
+	// ImageCache having it); only for replicas that run images.
+	ImageMs *float64 `json:"imageMs,omitempty"`
 	// ProcessStartMs (process_start): the replica created to its process running.
 	ProcessStartMs float64 `json:"processStartMs"`
 	// ReadinessMs (readiness): the process running to the replica's first Ready.

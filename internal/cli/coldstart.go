@@ -15,14 +15,14 @@ import (
 func printColdStarts(w io.Writer, revs []adminapi.RevisionView) {
 	fmt.Fprintf(w, "\nLast cold starts:\n")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  REVISION\tAT\tTRIGGER\tREPLICA\tDATASET\tPLACEMENT\tPROCESS START\tREADINESS\tFIRST BYTE\tTOTAL")
+	fmt.Fprintln(tw, "  REVISION\tAT\tTRIGGER\tREPLICA\tDATASET\tPLACEMENT\tIMAGE\tPROCESS START\tREADINESS\tFIRST BYTE\tTOTAL")
 	for _, r := range revs {
 		c := r.LastColdStart
 		if c == nil {
 			continue
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, c.At.Format(time.RFC3339), c.Trigger, dash(c.Replica),
-			optMs(c.DatasetMs), ms(c.PlacementMs), ms(c.ProcessStartMs), ms(c.ReadinessMs), optMs(c.FirstByteMs), ms(c.TotalMs))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, c.At.Format(time.RFC3339), c.Trigger, dash(c.Replica),
+			optMs(c.DatasetMs), ms(c.PlacementMs), optMs(c.ImageMs), ms(c.ProcessStartMs), ms(c.ReadinessMs), optMs(c.FirstByteMs), ms(c.TotalMs))
 	}
 	tw.Flush()
 }

@@ -39,6 +39,11 @@ func TestSpans(t *testing.T) {
 			want: []Span{{Placement, ms(2)}, {ProcessStart, ms(3)}, {Readiness, ms(100)}, {FirstByte, ms(3)}},
 		},
 		{
+			name: "a container whose image was pulled",
+			cs:   ColdStart{Demand: at(0), Created: at(2), ImageReady: at(1502), Started: at(1700), Ready: at(1750), FirstByte: at(1751)},
+			want: []Span{{Placement, ms(2)}, {Image, ms(1500)}, {ProcessStart, ms(198)}, {Readiness, ms(50)}, {FirstByte, ms(1)}},
+		},
+		{
 			name: "first start after a dataset wait, no request held",
 			cs:   ColdStart{DatasetWait: at(0), Demand: at(3000), Created: at(3000), Started: at(3004), Ready: at(3010)},
 			want: []Span{{Dataset, ms(3000)}, {Placement, 0}, {ProcessStart, ms(4)}, {Readiness, ms(6)}},

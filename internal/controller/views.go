@@ -125,6 +125,8 @@ func coldStartView(cs coldstart.ColdStart) *adminapi.ColdStartView {
 			v.DatasetMs = &ms
 		case coldstart.Placement:
 			v.PlacementMs = ms
+		case coldstart.Image:
+			v.ImageMs = &ms
 		case coldstart.ProcessStart:
 			v.ProcessStartMs = ms
 		case coldstart.Readiness:

@@ -243,9 +243,15 @@ func (rt *Runtime) pull(ctx context.Context, ref string, secrets [][]byte, progr
 	v, err, _ := rt.pulls.Do(ref, func() (any, error) {
 		rt.log.Info("pulling image", "image", ref)
 		start := rt.clock.Now()
+		logged := start
 		img, err := rt.e.Pull(context.WithoutCancel(ctx), ref, auth, func(p container.PullProgress) {
+			msg := pullMessage(ref, p)
 			if progress != nil {
-				progress(pullMessage(ref, p))
+				progress(msg)
+			}
+			if now := rt.clock.Now(); now.Sub(logged) >= pullLogEvery {
+				logged = now
+				rt.log.Info(msg)
 			}
 		})
 		if err != nil {
@@ -260,6 +266,9 @@ func (rt *Runtime) pull(ctx context.Context, ref string, secrets [][]byte, progr
 	}
 	return v.(container.Image), nil
 }
+
+// pullLogEvery is how often a pull in progress is logged.
+const pullLogEvery = 5 * time.Second
 
 func pullMessage(ref string, p container.PullProgress) string {
 	if p.Total > 0 {
