@@ -1,7 +1,21 @@
-// Package supervisor runs the replicas of revisions as child processes on this machine, the way
-// a Knative pod runs its user container: Knative's runtime contract in the environment, volumes
-// at their mountPath, readiness / liveness / startup probes, graceful drain on stop and
-// kubelet's crash back-off.
+// Package supervisor runs the replicas of revisions on this machine, the way a Knative pod runs
+// its user container: Knative's runtime contract in the environment, volumes at their
+// mountPath, readiness / liveness / startup probes, graceful drain on stop and kubelet's crash
+// back-off.
+//
+// # Runtimes
+//
+// What starts, signals and waits for a replica's program is a Runtime, picked per revision by
+// workload.Container.Runtime: "process" (built in, described below: a child process of infera)
+// or any runtime in Config.Runtimes ("docker": internal/dockerrt, a container of the image).
+// Everything else here (probes, readiness gating, drain, grace, back-off, logs, scale-down
+// choice) is the same code for every runtime. A runtime's start that fails for a reason the
+// kubelet names (a *StartError: ErrImagePull, CreateContainerConfigError, ...) is reported
+// with that reason; a failed image pull waits out the kubelet's image back-off (10 s doubling to
+// 5 min) in state ImagePullBackOff instead of the crash back-off. Exec probes run through the
+// instance (Instance.Exec): in the sandbox for a process, in the container for an image. The
+// first replica of a revision that runs an image pins it (RevisionStatus.ImageDigest), and
+// every later replica of that revision runs the same image.
 //
 // # Replicas
 //
