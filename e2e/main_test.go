@@ -19,7 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
+
 	"github.com/infera-dev/infera/internal/adminapi"
+	"github.com/infera-dev/infera/internal/container"
 
 	"github.com/infera-dev/infera/internal/testutil"
 )
@@ -111,7 +114,10 @@ func startUpIn(t testing.TB, stateDir, manifests string, args ...string) *up {
 		}
 		u.done <- cmd.Wait()
 	}()
-	t.Cleanup(func() { u.stop(syscall.SIGKILL) })
+	t.Cleanup(func() {
+		u.stop(syscall.SIGKILL)
+		removeStateDirContainers(stateDir)
+	})
 	deadline := time.After(60 * time.Second)
 	for u.gateway == "" || u.admin == "" {
 		select {
@@ -231,5 +237,26 @@ func mustJSON(t testing.TB, b []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("%v: %s", err, b)
+	}
+}
+
+// removeStateDirContainers removes the containers an infera up on stateDir left when it was
+// killed (a SIGKILLed infera cannot remove them; the next one on the same directory would).
+// Without an engine there is nothing to remove.
+func removeStateDirContainers(stateDir string) {
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		return
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f := make(client.Filters).Add("label", container.LabelStateDir+"="+stateDir)
+	res, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return
+	}
+	for _, c := range res.Items {
+		_, _ = cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	}
 }

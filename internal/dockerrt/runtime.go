@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -338,9 +341,59 @@ func (rt *Runtime) spec(l supervisor.Launch, img container.Image) (container.Spe
 		}
 	}
 	for _, b := range l.Binds {
+		if links := linkFarm(b.Source); links != nil {
+			// A directory made only of links to host paths (a Dataset of several local
+			// mounts): the links would dangle inside the container, so each target is bound
+			// where its link is.
+			for _, ln := range links {
+				spec.Mounts = append(spec.Mounts, container.Mount{Source: ln.target, Target: path.Join(b.Target, ln.rel), ReadOnly: b.ReadOnly})
+			}
+			continue
+		}
 		spec.Mounts = append(spec.Mounts, container.Mount{Source: b.Source, Target: b.Target, ReadOnly: b.ReadOnly})
 	}
 	return spec, nil
+}
+
+type farmLink struct{ rel, target string }
+
+// maxFarmEntries bounds the walk of a bind's source in search of a link farm.
+const maxFarmEntries = 10000
+
+// linkFarm returns the links of dir when dir holds only directories and symbolic links to
+// absolute paths (at least one); nil for anything else, as soon as a file shows that it is.
+func linkFarm(dir string) []farmLink {
+	var links []farmLink
+	n := 0
+	farm := true
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if n++; n > maxFarmEntries {
+			farm = false
+			return filepath.SkipAll
+		}
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil || !filepath.IsAbs(target) {
+				farm = false
+				return filepath.SkipAll
+			}
+			rel, _ := filepath.Rel(dir, p)
+			links = append(links, farmLink{rel: filepath.ToSlash(rel), target: target})
+		case d.IsDir():
+		default:
+			farm = false
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	if err != nil || !farm {
+		return nil
+	}
+	return links
 }
 
 func cmpOr(a, b string) string {

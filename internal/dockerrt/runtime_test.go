@@ -1,6 +1,8 @@
 package dockerrt
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -144,5 +146,51 @@ func TestGPUs(t *testing.T) {
 	}
 	if none, err := rt.takeGPUs("c", 0); none != nil || err != nil {
 		t.Fatalf("no GPUs asked: %v %v", none, err)
+	}
+}
+
+func TestLinkFarm(t *testing.T) {
+	host := t.TempDir()
+	farm := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(farm, "models"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(host, filepath.Join(farm, "models", "sd")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc", filepath.Join(farm, "base")); err != nil {
+		t.Fatal(err)
+	}
+	got := linkFarm(farm)
+	if len(got) != 2 || got[0] != (farmLink{"base", "/etc"}) || got[1] != (farmLink{"models/sd", host}) {
+		t.Fatalf("linkFarm = %+v", got)
+	}
+	rt, err := NewRuntime(RuntimeConfig{Engine: &container.Engine{}, StateDir: "/s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := rt.spec(supervisor.Launch{Binds: []supervisor.Bind{{Source: farm, Target: "/data", ReadOnly: true}}}, container.Image{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []container.Mount{{Source: "/etc", Target: "/data/base", ReadOnly: true}, {Source: host, Target: "/data/models/sd", ReadOnly: true}}
+	if !slices.Equal(s.Mounts, want) {
+		t.Errorf("mounts %+v, want each link's target bound where the link is: %+v", s.Mounts, want)
+	}
+
+	// Anything with a file, or a relative link, is not a farm: bound as it is.
+	plain := t.TempDir()
+	os.WriteFile(filepath.Join(plain, "config.json"), []byte("{}"), 0o644)
+	os.Symlink(host, filepath.Join(plain, "weights"))
+	if got := linkFarm(plain); got != nil {
+		t.Errorf("a directory with a file: %+v", got)
+	}
+	rel := t.TempDir()
+	os.Symlink("../x", filepath.Join(rel, "x"))
+	if got := linkFarm(rel); got != nil {
+		t.Errorf("a relative link: %+v", got)
+	}
+	if got := linkFarm(t.TempDir()); got != nil {
+		t.Errorf("an empty directory: %+v", got)
 	}
 }

@@ -42,7 +42,7 @@
 // --dev-bind /dev /dev, --proc /proc), the network namespace is shared, and each volume is
 // bound at its MountPath: host paths with --bind, emptyDir as a per-replica scratch directory
 // under Dir/run/<replica>/ (it survives restarts of the replica, like a pod's emptyDir),
-// secret and configMap files written 0600 into a per-replica directory and bound read-only.
+// secret and configMap files written 0644 (Kubernetes' defaultMode; Dir/run/ itself is 0700) into a per-replica directory and bound read-only; emptyDirs are 0777, as in Kubernetes.
 // SubPath and ReadOnly are honoured. When infera is not root, --unshare-user is added.
 // bubblewrap creates a missing mount point as an empty directory (or file) on the host,
 // because / is bound, not copied. Exec probes run in the same sandbox (a second bwrap with the

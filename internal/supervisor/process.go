@@ -143,9 +143,17 @@ func (s *Supervisor) volumeSource(r *replica, v workload.Volume) (string, error)
 		if err := os.MkdirAll(base, 0o777); err != nil {
 			return "", err
 		}
+		// World-writable as Kubernetes makes an emptyDir, whatever the umask, so a container
+		// running as another user can write it; Dir/run (0700) keeps other users of this
+		// machine out.
+		if err := os.Chmod(base, 0o777); err != nil {
+			return "", err
+		}
 	case workload.VolumeFiles:
 		base = filepath.Join(r.dir, "files", v.Name)
-		if err := os.MkdirAll(base, 0o700); err != nil {
+		// Kubernetes' defaultMode 0644 (directories 0755), so a container running as another
+		// user reads them; Dir/run (0700) keeps other users of this machine out.
+		if err := os.MkdirAll(base, 0o755); err != nil {
 			return "", err
 		}
 		for rel, content := range v.Files {
@@ -153,13 +161,13 @@ func (s *Supervisor) volumeSource(r *replica, v workload.Volume) (string, error)
 				return "", fmt.Errorf("file %q is not a relative path inside the volume", rel)
 			}
 			p := filepath.Join(base, rel)
-			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 				return "", err
 			}
-			if err := os.WriteFile(p, content, 0o600); err != nil {
+			if err := os.WriteFile(p, content, 0o644); err != nil {
 				return "", err
 			}
-			if err := os.Chmod(p, 0o600); err != nil {
+			if err := os.Chmod(p, 0o644); err != nil {
 				return "", err
 			}
 		}

@@ -252,8 +252,9 @@ func (r *replica) runOnce() (exitReason, string, string, string) {
 			return exitStopped, desc, "", ""
 		}
 		kreason := startReason(err)
-		if kreason != "" {
-			desc = err.Error()
+		var se *StartError
+		if errors.As(err, &se) {
+			desc = se.Err.Error() // the reason is reported beside it
 		}
 		return exitSelf, desc, "", kreason
 	}

@@ -104,7 +104,7 @@ func TestVolumesInSandbox(t *testing.T) {
 		name, path, wantCode, wantBody string
 	}{
 		{"secret content", "/file?path=" + mnt + "/creds/key", "200", "topsecret"},
-		{"secret mode", "/stat?path=" + mnt + "/creds/key", "200", "600"},
+		{"secret mode: Kubernetes' defaultMode", "/stat?path=" + mnt + "/creds/key", "200", "644"},
 		{"configMap subPath file", "/file?path=" + mnt + "/etc/app.conf", "200", "x=1"},
 		{"emptyDir writable", "/write?path=" + mnt + "/scratch/f", "200", "ok"},
 		{"emptyDir read back", "/file?path=" + mnt + "/scratch/f", "200", "written"},

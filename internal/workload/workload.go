@@ -159,7 +159,7 @@ type VolumeKind int
 
 const (
 	VolumeEmptyDir VolumeKind = iota
-	VolumeFiles               // secret or configMap: Files are written, 0600
+	VolumeFiles               // secret or configMap: Files are written 0644 in a 0700 tree
 	VolumeHostPath            // a directory on this machine: a PVC's infera.dev/host-path or a Dataset's cache
 )
 
