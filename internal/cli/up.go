@@ -61,7 +61,7 @@ largest timeoutSeconds), then replicas are drained and stopped. A second signal 
 	cmd.Flags().StringSliceVar(&cfg.NVIDIADevices, "nvidia-devices", nil, "declared inventory of NVIDIA devices (indices or UUIDs) the docker runtime hands out whole for nvidia.com/gpu limits, e.g. 0,1")
 	cmd.Flags().StringVar(&cfg.Autoscaler, "autoscaler", "kpa", "kpa (Knative's autoscaler) or fixed (max(initial-scale, min-scale) replicas)")
 	cmd.Flags().IntVar(&cfg.QueueDepth, "queue-depth", 10000, "requests the activator holds per revision while it has no free replica")
-	cmd.Flags().Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 0, "largest request body the gateway forwards (413 beyond); 0 is unlimited")
+	cmd.Flags().Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 0, "largest request body the gateway forwards (413 beyond, before anything reaches a replica: the body is read whole first); 0 is unlimited and streams bodies")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error (logs go to stderr)")
 	return cmd
 }

@@ -210,6 +210,16 @@ func (g *Gateway) InFlight(id workload.RevisionID, replica string) int {
 	return r.inFlight(replica)
 }
 
+// LastActive is when a replica's last request ended: zero while none has, or for an unknown
+// replica. The supervisor's GPU hand-off stops the least recently used idle replica first.
+func (g *Gateway) LastActive(id workload.RevisionID, replica string) time.Time {
+	r := g.revisionFor(id, false)
+	if r == nil {
+		return time.Time{}
+	}
+	return r.lastActive(replica)
+}
+
 // Queued is the number of requests of a revision waiting for a slot (activator queue and
 // breaker queues together).
 func (g *Gateway) Queued(id workload.RevisionID) int {

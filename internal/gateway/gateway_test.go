@@ -572,7 +572,7 @@ func TestMaxBodyBytes(t *testing.T) {
 			}
 			res := rg.do(req)
 			if res.code != tc.code {
-				t.Fatalf("%d %q", res.code, res.body)
+				t.Fatalf("%d %q %v", res.code, res.body, res.err)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -77,15 +78,24 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// body unreadable once the response is flushed, the transport then drops the replica's
 	// connection, and the stream is cut after its first write. HTTP/2 is full duplex already
 	// (the call then returns an error, which means nothing to do).
-	_ = http.NewResponseController(w).EnableFullDuplex()
-
 	if max := g.cfg.MaxBodyBytes; max > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > max {
 			c.fail(ErrBodyTooLarge)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, max)
+		// With a limit, the body is read whole (at most the limit) before anything is sent
+		// on: no replica ever sees part of a body that is refused, and the 413 goes out with
+		// net/http's own handling of the rest of the body (read and dropped, then the
+		// connection closed). What is forwarded then has a Content-Length.
+		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+		if err != nil {
+			c.fail(c.cause(err))
+			return
+		}
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(data)), int64(len(data))
+		r.TransferEncoding = nil
 	}
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	if g.serveModels(c) { // the gateway's own GET /v1/models, on a Host no route has
 		return
 	}

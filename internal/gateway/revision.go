@@ -78,6 +78,7 @@ type endpoint struct {
 	addr     string
 	ready    bool
 	inflight int
+	lastDone time.Time     // when its last request ended (inflight fell to 0)
 	queue    waitQueue     // the replica's breaker queue (activator out of the path)
 	idle     chan struct{} // closed when inflight drops to 0; nil while nobody waits
 }
@@ -221,6 +222,15 @@ func (r *revision) inFlight(replica string) int {
 		return ep.inflight
 	}
 	return 0
+}
+
+func (r *revision) lastActive(replica string) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ep := r.all[replica]; ep != nil {
+		return ep.lastDone
+	}
+	return time.Time{}
 }
 
 func (r *revision) queued() int {
@@ -438,6 +448,7 @@ func (r *revision) release(ep *endpoint) {
 	}
 	r.dispatchLocked()
 	if ep.inflight == 0 {
+		ep.lastDone = r.g.clock.Now()
 		if ep.idle != nil {
 			close(ep.idle)
 			ep.idle = nil
