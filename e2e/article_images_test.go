@@ -59,11 +59,6 @@ func TestArticleServicesAsImages(t *testing.T) {
 			t.Errorf("revision %s: runtime %q image %q, want a container pinned by digest", r.Name, r.Runtime, r.ImageDigest)
 		}
 	}
-	// initial-scale 5 bounded by max-scale 3, as Knative does.
-	eventually(t, 60*time.Second, "helloworld at its initial scale", func() (bool, string) {
-		rv, _ := u.revision(t, "helloworld-00001")
-		return rv.ReadyReplicas == 3, rv.State
-	})
 }
 
 // TestArticleFluidModelCacheAsImage is the article's Fluid example with its Service as an

@@ -84,9 +84,9 @@ func TestColdStartPhasesAfterScaleFromZero(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "Last cold starts:") {
 		t.Fatalf("describe: exit %d\n%s", code, out)
 	}
-	header := regexp.MustCompile(`(?m)^\s+REVISION\s+AT\s+TRIGGER\s+REPLICA\s+DATASET\s+PLACEMENT\s+PROCESS START\s+READINESS\s+FIRST BYTE\s+TOTAL$`)
+	header := regexp.MustCompile(`(?m)^\s+REVISION\s+AT\s+TRIGGER\s+REPLICA\s+DATASET\s+PLACEMENT\s+IMAGE\s+PROCESS START\s+READINESS\s+FIRST BYTE\s+TOTAL$`)
 	dur := `\d[0-9.µmsh]*s`
-	row := regexp.MustCompile(`(?m)^\s+cold-00001\s+\S+\s+request\s+` + regexp.QuoteMeta(cs.Replica) + `\s+-` + strings.Repeat(`\s+`+dur, 5) + `$`)
+	row := regexp.MustCompile(`(?m)^\s+cold-00001\s+\S+\s+request\s+` + regexp.QuoteMeta(cs.Replica) + `\s+-\s+` + dur + `\s+-` + strings.Repeat(`\s+`+dur, 4) + `$`)
 	if !header.MatchString(out) || !row.MatchString(out) {
 		t.Errorf("describe lacks the cold start's phases:\n%s", out)
 	}

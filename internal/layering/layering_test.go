@@ -58,7 +58,7 @@ func own(pkgs map[string]*pkg, p *pkg) []*pkg {
 func TestPoliciesArePure(t *testing.T) {
 	pkgs := listPackages(t)
 	forbidden := []string{"net", "net/http", "os/exec", "go.etcd.io/bbolt"}
-	for _, name := range []string{"autoscaler", "reconciler", "simulate", "eviction"} {
+	for _, name := range []string{"autoscaler", "reconciler", "simulate", "eviction", "placement"} {
 		p := pkgs[internal(name)]
 		if p == nil {
 			t.Errorf("policy package %s not found", name)
