@@ -132,6 +132,12 @@ func (c *Client) DataLoads(ctx context.Context) ([]DataLoadView, error) {
 	return out, c.do(ctx, http.MethodGet, APIPrefix+"/dataloads", nil, &out)
 }
 
+// GPUs lists the GPUs with what is reserved and used on each.
+func (c *Client) GPUs(ctx context.Context) ([]GPUView, error) {
+	var out []GPUView
+	return out, c.do(ctx, http.MethodGet, APIPrefix+"/gpus", nil, &out)
+}
+
 // ImageCaches lists ImageCaches with their images.
 func (c *Client) ImageCaches(ctx context.Context) ([]ImageCacheView, error) {
 	var out []ImageCacheView

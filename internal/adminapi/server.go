@@ -208,3 +208,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
 }
+
+// WriteJSON writes v as the API writes its answers (indented JSON), for handlers mounted
+// beside it.
+func WriteJSON(w http.ResponseWriter, code int, v any) { writeJSON(w, code, v) }

@@ -73,10 +73,12 @@ type RevisionView struct {
 	DatasetMode string `json:"datasetMode,omitempty"`
 	// Runtime runs its replicas (process or docker) and RuntimeReason says why; ImageDigest is
 	// the image its replicas run, pinned when the first one ran (status.containerStatuses).
-	Runtime       string        `json:"runtime,omitempty"`
-	RuntimeReason string        `json:"runtimeReason,omitempty"`
-	ImageDigest   string        `json:"imageDigest,omitempty"`
-	Decision      *DecisionView `json:"decision,omitempty"`
+	Runtime       string `json:"runtime,omitempty"`
+	RuntimeReason string `json:"runtimeReason,omitempty"`
+	ImageDigest   string `json:"imageDigest,omitempty"`
+	// Events are the GPU hand-offs the revision took part in, oldest first.
+	Events   []string      `json:"events,omitempty"`
+	Decision *DecisionView `json:"decision,omitempty"`
 	// LastColdStart is the revision's last cold start: a replica started while a request
 	// waited for a revision with no ready replica, or its first start; nil before any.
 	LastColdStart *ColdStartView  `json:"lastColdStart,omitempty"`
@@ -150,6 +152,11 @@ type Replica struct {
 	// what a start in progress does (pulling an image).
 	Reason   string `json:"reason,omitempty"`
 	Progress string `json:"progress,omitempty"`
+	// GPUs are the devices it holds and GPUMemory the bytes reserved on them.
+	GPUs      []int `json:"gpus,omitempty"`
+	GPUMemory int64 `json:"gpuMemory,omitempty"`
+	// Message says why it waits (no GPU fits) or why it was stopped (a GPU hand-off).
+	Message string `json:"message,omitempty"`
 }
 
 // ServiceDetail is `infera describe service`.
@@ -326,4 +333,26 @@ type ImageCacheImageView struct {
 	Owned    bool      `json:"owned"` // infera pulled it, so it may remove it
 	PulledAt time.Time `json:"pulledAt,omitzero"`
 	LastUsed time.Time `json:"lastUsed,omitzero"`
+}
+
+// GPUView is one GPU as `infera get gpus` shows it. A declared GPU (infera up --gpus) has no
+// measured figures: Used and the replicas' UsedBytes are those NVML reads, zero when declared.
+type GPUView struct {
+	Index    int              `json:"index"`
+	UUID     string           `json:"uuid"`
+	Name     string           `json:"name"`
+	Source   string           `json:"source"` // "nvml" or "declared"
+	Total    int64            `json:"total"`
+	Reserved int64            `json:"reserved"`       // what placements hold on it
+	Used     int64            `json:"used,omitempty"` // measured (NVML only)
+	Replicas []GPUReplicaView `json:"replicas,omitempty"`
+}
+
+// GPUReplicaView is one replica's share of a GPU.
+type GPUReplicaView struct {
+	Replica  string `json:"replica"`
+	Revision string `json:"revision"`
+	Reserved int64  `json:"reserved"`
+	Whole    bool   `json:"whole,omitempty"`     // nvidia.com/gpu: the device is its own
+	Used     int64  `json:"usedBytes,omitempty"` // measured (NVML only)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -157,10 +158,10 @@ func readInput(name string, files []string, stdio IO) ([]manifest.Source, error)
 func newGet(stdio IO) *cobra.Command {
 	var admin, output string
 	cmd := &cobra.Command{
-		Use:       "get services|revisions|replicas|datasets|dataloads|imagecaches",
-		Short:     "List services, revisions, replicas, datasets, dataloads or imagecaches of a running infera up",
+		Use:       "get services|revisions|replicas|datasets|dataloads|imagecaches|gpus",
+		Short:     "List services, revisions, replicas, datasets, dataloads, imagecaches or gpus of a running infera up",
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"services", "revisions", "replicas", "datasets", "dataloads", "imagecaches"},
+		ValidArgs: []string{"services", "revisions", "replicas", "datasets", "dataloads", "imagecaches", "gpus"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput("get", output); err != nil {
 				return err
@@ -181,8 +182,10 @@ func newGet(stdio IO) *cobra.Command {
 				v, err = c.DataLoads(cmd.Context())
 			case "imagecache":
 				v, err = c.ImageCaches(cmd.Context())
+			case "gpu":
+				v, err = c.GPUs(cmd.Context())
 			default:
-				return fail(ExitUsage, "get: unknown resource %q: use services, revisions, replicas, datasets, dataloads or imagecaches", args[0])
+				return fail(ExitUsage, "get: unknown resource %q: use services, revisions, replicas, datasets, dataloads, imagecaches or gpus", args[0])
 			}
 			if err != nil {
 				return clientError("get", err)
@@ -243,6 +246,19 @@ func printTable(w io.Writer, v any) {
 		fmt.Fprintln(tw, "NAMESPACE\tNAME\tDATASET\tPOLICY\tPHASE\tDURATION\tRUNS\tMESSAGE")
 		for _, l := range rows {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", l.Namespace, l.Name, l.Dataset, l.Policy, l.Phase, dash(l.Duration), l.Runs, dash(l.Message))
+		}
+	case []adminapi.GPUView:
+		fmt.Fprintln(tw, "INDEX\tNAME\tSOURCE\tTOTAL\tRESERVED\tUSED\tREPLICAS")
+		for _, g := range rows {
+			used := "-" // declared: never measured
+			if g.Source == "nvml" {
+				used = adminapi.Bytes(g.Used)
+			}
+			var reps []string
+			for _, r := range g.Replicas {
+				reps = append(reps, fmt.Sprintf("%s (%s)", r.Replica, adminapi.Bytes(r.Reserved)))
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Index, g.Name, g.Source, adminapi.Bytes(g.Total), adminapi.Bytes(g.Reserved), used, dash(strings.Join(reps, ", ")))
 		}
 	case []adminapi.ImageCacheView:
 		fmt.Fprintln(tw, "NAME\tPHASE\tIMAGES\tREADY\tSIZE\tLIMIT\tMESSAGE")
@@ -373,15 +389,29 @@ func printDescribe(w io.Writer, d adminapi.ServiceDetail) {
 		fmt.Fprintln(w)
 	}
 	printColdStarts(w, d.Revisions)
+	var events []string
+	for _, r := range d.Revisions {
+		events = append(events, r.Events...)
+	}
+	if len(events) > 0 {
+		slices.Sort(events) // each begins with its RFC 3339 time
+		fmt.Fprintf(w, "\nEvents:\n")
+		for _, e := range slices.Compact(events) {
+			fmt.Fprintf(w, "  %s\n", e)
+		}
+	}
 	fmt.Fprintf(w, "\nReplicas:\n")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tSTATE\tRUNTIME\tPID\tADDRESS\tRESTARTS\tIMAGE\tLAST EXIT")
+	fmt.Fprintln(tw, "  NAME\tSTATE\tRUNTIME\tPID\tADDRESS\tRESTARTS\tGPU\tIMAGE\tLAST EXIT")
 	for _, r := range d.Replicas {
 		last := r.LastExit
 		if r.Progress != "" {
 			last = r.Progress
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", r.Name, r.State, dash(r.Runtime), r.PID, dash(r.Addr), r.Restarts, imageOf(r), dash(last))
+		if r.Message != "" {
+			last = r.Message
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", r.Name, r.State, dash(r.Runtime), r.PID, dash(r.Addr), r.Restarts, gpuOf(r), imageOf(r), dash(last))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nConditions:\n")
@@ -473,4 +503,16 @@ func printImageCache(w io.Writer, c adminapi.ImageCacheView) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%v\t%s\t%s\n", im.Image, im.State, size, dash(im.Digest), im.Owned, used, dash(im.Reason))
 	}
 	tw.Flush()
+}
+
+// gpuOf is a replica's GPUs and reservation: "0,1 (30.0 GiB)", "-" without.
+func gpuOf(r adminapi.Replica) string {
+	if len(r.GPUs) == 0 {
+		return "-"
+	}
+	idx := make([]string, len(r.GPUs))
+	for i, g := range r.GPUs {
+		idx[i] = fmt.Sprint(g)
+	}
+	return strings.Join(idx, ",") + " (" + adminapi.Bytes(r.GPUMemory) + ")"
 }

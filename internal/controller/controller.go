@@ -67,6 +67,9 @@ type RevisionStatus struct {
 	Reason         string // the kubelet's name of a failed start: ErrImagePull, ImagePullBackOff, ...
 	Message        string
 	ImageDigest    string // the image the replicas run, pinned
+	// Unschedulable says why a replica waits for a GPU; Events are its GPU hand-offs.
+	Unschedulable string
+	Events        []string
 }
 
 // Config wires a Controller.
@@ -419,6 +422,11 @@ func (c *Controller) observe(id workload.RevisionID) reconciler.Observed {
 		return reconciler.Observed{Failed: true, Reason: b.reason, Message: b.message}
 	}
 	st := c.sup.Status(id)
+	if st.Unschedulable != "" && st.Ready == 0 && !st.Failed {
+		// Placed the moment a GPU frees (or a hand-off makes room): Pending, as the pod of a
+		// Knative revision waiting for the scheduler.
+		return reconciler.Observed{Pending: true, Reason: "Unschedulable", Message: st.Unschedulable, ImageDigest: st.ImageDigest}
+	}
 	return reconciler.Observed{Ready: st.Ready, Failed: st.Failed, Reason: st.Reason, Message: st.Message, ImageDigest: st.ImageDigest}
 }
 

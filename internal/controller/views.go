@@ -93,6 +93,11 @@ func (c *Controller) Revisions() []adminapi.RevisionView {
 				rv.Runtime, rv.RuntimeReason = rt[0], rt[1]
 			}
 			rv.ImageDigest = st.ImageDigest
+			rv.Events = st.Events
+			if st.Unschedulable != "" && st.Ready == 0 && rv.State == adminapi.StateRunning {
+				rv.State = adminapi.StatePending
+				rv.Reason, rv.Message = "Unschedulable", st.Unschedulable
+			}
 			if rv.ImageDigest == "" && len(r.Status.ContainerStatuses) > 0 && rv.Runtime == reconciler.RuntimeDocker {
 				rv.ImageDigest = r.Status.ContainerStatuses[0].ImageDigest
 			}

@@ -1,7 +1,7 @@
 // Package dockerrt is the supervisor's "docker" runtime: replicas as containers of their
 // image through a Docker Engine API (internal/container), with Kubernetes' pull policies,
-// imagePullSecrets, Knative's digest pinning, securityContext and limits, whole NVIDIA devices
-// from a declared inventory, and ImageCache images used without a pull.
+// imagePullSecrets, Knative's digest pinning, securityContext and limits, the NVIDIA devices
+// the supervisor placed the replica on, and ImageCache images used without a pull.
 package dockerrt
 
 import (
@@ -43,12 +43,9 @@ type RuntimeConfig struct {
 	StateDir string
 	// AllowPrivileged lets securityContext.privileged through; refused otherwise.
 	AllowPrivileged bool
-	// GPUs is the inventory of NVIDIA devices (indices or UUIDs) replicas may be given, whole,
-	// for nvidia.com/gpu limits. Empty: a revision asking for GPUs cannot start.
-	GPUs   []string
-	Cache  ImageCache // nil: no ImageCache
-	Clock  clock.Clock
-	Logger *slog.Logger
+	Cache           ImageCache // nil: no ImageCache
+	Clock           clock.Clock
+	Logger          *slog.Logger
 }
 
 // Runtime runs replicas as containers: the supervisor's "docker" runtime.
@@ -59,9 +56,8 @@ type Runtime struct {
 	log   *slog.Logger
 	pulls singleflight.Group
 
-	mu      sync.Mutex
-	pins    map[workload.RevisionID]string // the image each revision runs, pinned
-	gpuUsed map[string]string              // device -> replica holding it
+	mu   sync.Mutex
+	pins map[workload.RevisionID]string // the image each revision runs, pinned
 }
 
 // NewRuntime makes the docker runtime.
@@ -79,7 +75,7 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 	}
 	return &Runtime{
 		cfg: cfg, e: cfg.Engine, clock: clock.Or(cfg.Clock), log: cfg.Logger,
-		pins: map[workload.RevisionID]string{}, gpuUsed: map[string]string{},
+		pins: map[workload.RevisionID]string{},
 	}, nil
 }
 
@@ -137,14 +133,10 @@ func (rt *Runtime) Start(ctx context.Context, l supervisor.Launch) (supervisor.I
 	if err != nil {
 		return nil, &supervisor.StartError{Reason: supervisor.ReasonCreateContainerConfigError, Err: err}
 	}
-	gpus, err := rt.takeGPUs(l.Replica, c.GPUs)
-	if err != nil {
-		return nil, &supervisor.StartError{Reason: supervisor.ReasonCreateContainerError, Err: err}
-	}
-	spec.GPUs = gpus
+	// The supervisor placed the replica (internal/placement): exactly these devices, never all.
+	spec.GPUs = l.GPUs
 	ctr, err := rt.e.Run(ctx, spec, l.Log)
 	if err != nil {
-		rt.releaseGPUs(l.Replica)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -156,7 +148,6 @@ func (rt *Runtime) Start(ctx context.Context, l supervisor.Launch) (supervisor.I
 	inst := &instance{rt: rt, c: ctr, replica: l.Replica, ref: ref, source: source, pullTime: pulled, done: make(chan struct{})}
 	go func() {
 		<-ctr.Done()
-		rt.releaseGPUs(l.Replica)
 		close(inst.done)
 	}()
 	return inst, nil
@@ -406,38 +397,6 @@ func cmpOr(a, b string) string {
 func isNumeric(s string) bool {
 	_, err := strconv.ParseUint(s, 10, 32)
 	return err == nil
-}
-
-// takeGPUs gives a replica n whole devices of the inventory, never more and never "all".
-func (rt *Runtime) takeGPUs(replica string, n int) ([]string, error) {
-	if n <= 0 {
-		return nil, nil
-	}
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	var free []string
-	for _, d := range rt.cfg.GPUs {
-		if rt.gpuUsed[d] == "" {
-			free = append(free, d)
-		}
-	}
-	if len(free) < n {
-		return nil, fmt.Errorf("insufficient nvidia.com/gpu: the replica asks for %d, %d of the %d in infera's inventory (%s) are free", n, len(free), len(rt.cfg.GPUs), strings.Join(rt.cfg.GPUs, ","))
-	}
-	for _, d := range free[:n] {
-		rt.gpuUsed[d] = replica
-	}
-	return free[:n], nil
-}
-
-func (rt *Runtime) releaseGPUs(replica string) {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	for d, r := range rt.gpuUsed {
-		if r == replica {
-			delete(rt.gpuUsed, d)
-		}
-	}
 }
 
 // instance is one container of a replica.

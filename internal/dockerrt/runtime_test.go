@@ -127,28 +127,6 @@ func TestSpec(t *testing.T) {
 	}
 }
 
-func TestGPUs(t *testing.T) {
-	rt, err := NewRuntime(RuntimeConfig{Engine: &container.Engine{}, StateDir: "/s", GPUs: []string{"0", "1", "2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := rt.takeGPUs("a", 2)
-	if err != nil || !slices.Equal(a, []string{"0", "1"}) {
-		t.Fatalf("a: %v %v", a, err)
-	}
-	if _, err := rt.takeGPUs("b", 2); err == nil || !strings.Contains(err.Error(), "insufficient nvidia.com/gpu: the replica asks for 2, 1 of the 3") {
-		t.Fatalf("b: %v", err)
-	}
-	rt.releaseGPUs("a")
-	b, err := rt.takeGPUs("b", 3)
-	if err != nil || len(b) != 3 {
-		t.Fatalf("b after a released: %v %v", b, err)
-	}
-	if none, err := rt.takeGPUs("c", 0); none != nil || err != nil {
-		t.Fatalf("no GPUs asked: %v %v", none, err)
-	}
-}
-
 func TestLinkFarm(t *testing.T) {
 	host := t.TempDir()
 	farm := t.TempDir()

@@ -3,6 +3,7 @@ package platform
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/infera-dev/infera/internal/adminapi"
 	"github.com/infera-dev/infera/internal/coldstart"
@@ -24,7 +25,8 @@ func (a supervisorAdapter) Remove(id workload.RevisionID)      { a.s.Remove(id) 
 
 func (a supervisorAdapter) Status(id workload.RevisionID) controller.RevisionStatus {
 	st := a.s.Status(id)
-	return controller.RevisionStatus{Ready: st.Ready, Running: st.Live, Failed: st.Failed, Reason: st.Reason, Message: st.Message, ImageDigest: st.ImageDigest}
+	return controller.RevisionStatus{Ready: st.Ready, Running: st.Live, Failed: st.Failed, Reason: st.Reason, Message: st.Message,
+		ImageDigest: st.ImageDigest, Unschedulable: st.Unschedulable, Events: st.Events}
 }
 
 func (a supervisorAdapter) Replicas() []adminapi.Replica {
@@ -35,6 +37,10 @@ func (a supervisorAdapter) Replicas() []adminapi.Replica {
 			Restarts: r.Restarts, Started: r.Started, LastExit: r.LastExit,
 			InFlight: a.gw.InFlight(r.Revision, r.Name),
 			Runtime:  r.Runtime, Image: r.Image, ImageSource: r.ImageSource, Reason: r.Reason, Progress: r.Progress,
+			GPUs: r.GPUs, GPUMemory: r.GPUMemory,
+		}
+		if r.State == supervisor.Pending || strings.HasPrefix(r.Message, "stopped to hand") {
+			rep.Message = r.Message
 		}
 		if r.ImagePull > 0 {
 			rep.ImagePullMs = r.ImagePull.Milliseconds()

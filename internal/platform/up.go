@@ -62,10 +62,12 @@ type UpConfig struct {
 	Runtime string
 	// AllowPrivileged lets securityContext.privileged containers run (docker runtime).
 	AllowPrivileged bool
-	// NVIDIADevices is the declared inventory of NVIDIA devices (indices or UUIDs) the docker
-	// runtime hands out, whole, for nvidia.com/gpu limits.
-	NVIDIADevices []string
-	QueueDepth    int // activator queue per revision; 0: gateway default (10,000)
+	// GPUs is --gpus: "" or "auto" (NVML when its library loads, else none), "none", or a
+	// declared inventory, one Kubernetes quantity per device ("80Gi,80Gi").
+	GPUs string
+	// GPUEnforcer is --gpu-enforcer: "" (a share is a reservation), "hami" or "mps".
+	GPUEnforcer string
+	QueueDepth  int // activator queue per revision; 0: gateway default (10,000)
 	// MaxBodyBytes bounds a request body (413 beyond); 0 is unlimited.
 	MaxBodyBytes int64
 	Out          io.Writer
@@ -156,16 +158,22 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 		return fmt.Errorf("up: %w", err)
 	}
 	var ctrl *controller.Controller
+	var sup *supervisor.Supervisor
 	gw := gateway.New(gateway.Config{
 		QueueDepth:   cfg.QueueDepth,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Clock:        clk,
 		Logger:       log.With("component", "gateway"),
-		OnDemand:     func(id workload.RevisionID) { ctrl.Poke(id) },
+		OnDemand:     func(id workload.RevisionID) { ctrl.Poke(id); sup.Demand(id) },
 		OnFirstByte:  cold.FirstByte,
 		RequestLog:   requestLog,
 		Registerer:   reg,
 	})
+	gpus, err := openGPUs(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer gpus.inv.Close()
 	docker, err := connectEngine(ctx, cfg, clk, log)
 	if err != nil {
 		return err
@@ -185,15 +193,18 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 		engineHost = docker.engine.Host()
 		defer docker.engine.Close()
 	}
-	sup, err := supervisor.New(supervisor.Config{
-		Dir:       cfg.StateDir,
-		Gateway:   gw,
-		Sandbox:   cfg.Sandbox,
-		Runtimes:  runtimes,
-		Clock:     clk,
-		Logger:    log.With("component", "supervisor"),
-		OnChange:  func(workload.RevisionID) { ctrl.Kick() },
-		OnReplica: func(st supervisor.ReplicaStatus) { cold.Replica(replicaTimes(st)) },
+	sup, err = supervisor.New(supervisor.Config{
+		Dir:         cfg.StateDir,
+		Gateway:     gw,
+		Sandbox:     cfg.Sandbox,
+		Runtimes:    runtimes,
+		GPUs:        gpus.devices,
+		GPUEnforcer: gpus.enforcer,
+		GPUReleased: gpus.released,
+		Clock:       clk,
+		Logger:      log.With("component", "supervisor"),
+		OnChange:    func(workload.RevisionID) { ctrl.Kick() },
+		OnReplica:   func(st supervisor.ReplicaStatus) { cold.Replica(replicaTimes(st)) },
 	})
 	if err != nil {
 		return err
@@ -265,7 +276,10 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	}
 
 	gwSrv := &http.Server{Handler: gw.Handler(), ReadHeaderTimeout: 30 * time.Second}
-	adminSrv := &http.Server{Handler: adminapi.Handler(ctrl, reg, nil), ReadHeaderTimeout: 30 * time.Second}
+	reg.MustRegister(gpus.collector(sup))
+	adminSrv := &http.Server{Handler: adminapi.Handler(ctrl, reg, map[string]http.Handler{
+		"GET " + adminapi.APIPrefix + "/gpus": gpus.handler(sup),
+	}), ReadHeaderTimeout: 30 * time.Second}
 	ctrlCtx, stopController := context.WithCancel(context.Background())
 	defer stopController()
 	var g errgroup.Group
@@ -407,7 +421,7 @@ func connectEngine(ctx context.Context, cfg UpConfig, clk clock.Clock, log *slog
 		return nil, nil
 	}
 	rt, err := dockerrt.NewRuntime(dockerrt.RuntimeConfig{
-		Engine: eng, StateDir: cfg.StateDir, AllowPrivileged: cfg.AllowPrivileged, GPUs: cfg.NVIDIADevices,
+		Engine: eng, StateDir: cfg.StateDir, AllowPrivileged: cfg.AllowPrivileged,
 		Clock: clk, Logger: log.With("component", "docker"),
 	})
 	if err != nil {

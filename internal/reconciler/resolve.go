@@ -210,6 +210,9 @@ func Resolve(rev *servingv1.Revision, objs Objects, opts ResolveOptions) (worklo
 	if q, ok := c.Resources.Limits["nvidia.com/gpu"]; ok {
 		out.Container.GPUs = int(q.Value())
 	}
+	if q, ok := c.Resources.Limits["aliyun.com/gpu-count"]; ok {
+		out.Container.GPUCount = int(q.Value())
+	}
 	if len(c.Ports) > 0 {
 		out.Container.Port = c.Ports[0].ContainerPort
 		out.Container.PortName = c.Ports[0].Name

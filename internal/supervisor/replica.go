@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/infera-dev/infera/internal/clock"
+	"github.com/infera-dev/infera/internal/placement"
 	"github.com/infera-dev/infera/internal/workload"
 )
 
@@ -46,6 +47,7 @@ type replica struct {
 	progress    string // what a start in progress does (pulling an image)
 	progressAt  time.Time
 	inst        Instance
+	gpu         *placement.Placement // the GPUs it holds, kept across restarts
 
 	// run-loop only
 	bo     backoff
@@ -66,6 +68,12 @@ func (r *replica) statusLocked() ReplicaStatus {
 	}
 	if r.state == Ready {
 		st.ReadySince = r.readySince
+	}
+	if r.gpu != nil {
+		for _, res := range r.gpu.Reservations {
+			st.GPUs = append(st.GPUs, res.GPU)
+			st.GPUMemory += res.MemoryBytes
+		}
 	}
 	return st
 }
@@ -136,6 +144,7 @@ func (r *replica) run() {
 	defer func() {
 		r.log.close()
 		_ = os.RemoveAll(r.dir)
+		s.releaseGPUs(r)
 		s.replicaGone(r)
 		s.log.Info("replica stopped", "revision", string(r.rev.ID), "replica", r.name)
 	}()
@@ -224,6 +233,17 @@ func (r *replica) runOnce() (exitReason, string, string, string) {
 	if err != nil {
 		return exitSelf, err.Error(), "", ReasonCreateContainerConfigError
 	}
+	if req := gpuRequest(r.name, r.rev); !req.Empty() && r.gpu == nil {
+		if !r.placeGPUs(req) {
+			return exitStopped, "stopped while waiting for a GPU", "", ""
+		}
+	}
+	env := r.launchEnv()
+	var devices []string
+	if r.gpu != nil {
+		env = dedupEnv(append(env, placement.Env(*r.gpu, s.cfg.GPUs, r.runtime == RuntimeProcess, s.cfg.GPUEnforcer)...))
+		devices = placement.Devices(*r.gpu, s.cfg.GPUs)
+	}
 	startCtx, cancelStart := context.WithCancel(s.forceCtx)
 	go func() {
 		select {
@@ -239,7 +259,8 @@ func (r *replica) runOnce() (exitReason, string, string, string) {
 		Port:     r.port,
 		Command:  r.expandArgs(r.rev.Container.Command),
 		Args:     r.expandArgs(r.rev.Container.Args),
-		Env:      r.launchEnv(),
+		Env:      env,
+		GPUs:     devices,
 		Binds:    r.binds,
 		Log:      r.log,
 		Progress: r.setProgress,

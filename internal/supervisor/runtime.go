@@ -63,6 +63,10 @@ type Launch struct {
 	// K_REVISION), last value of each name winning; a process runtime adds its own
 	// environment in front.
 	Env []string
+	// GPUs are the devices the replica was placed on, as NVIDIA names them (UUIDs, or
+	// indices for a declared inventory); its env already says so (NVIDIA_VISIBLE_DEVICES,
+	// ACK's ALIYUN_COM_GPU_MEM_*). A container runtime requests exactly these.
+	GPUs []string
 	// Binds are the replica's volumes, each backed by a directory or file on this machine.
 	Binds []Bind
 	// Log receives the program's stdout and stderr.

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/infera-dev/infera/internal/clock"
+	"github.com/infera-dev/infera/internal/placement"
 	"github.com/infera-dev/infera/internal/workload"
 )
 
@@ -66,7 +67,17 @@ type Config struct {
 	OnReplica func(ReplicaStatus)
 	// Runtimes start replicas by workload.Container.Runtime; "process" (infera's own child
 	// processes) is built in and used when the map has no entry for it.
-	Runtimes     map[string]Runtime
+	Runtimes map[string]Runtime
+	// GPUs is the inventory replicas that ask for GPUs (aliyun.com/gpu-mem, gpu-count,
+	// nvidia.com/gpu) are placed on; empty: such replicas stay Pending, saying so.
+	GPUs []placement.GPU
+	// GPUEnforcer adds the env of a GPU memory enforcer (HAMi, MPS) to placed replicas;
+	// without one a share is a reservation, as in ACK's share mode.
+	GPUEnforcer placement.Enforcer
+	// GPUReleased, when set, returns once the memory of reservations given up in a hand-off
+	// is free on their devices (NVML reads it) or ctx ends; nil: the replica's exit is
+	// enough (a declared inventory).
+	GPUReleased  func(ctx context.Context, res []placement.Reservation) error
 	LogBytes     int   // ring buffer per replica; default 1 MiB
 	LogFileBytes int64 // a replica's log file rotates at this size; default 10 MiB
 }
@@ -99,6 +110,8 @@ const (
 	NotReady         ReplicaState = "NotReady"
 	Terminating      ReplicaState = "Terminating"
 	CrashLoopBackOff ReplicaState = "CrashLoopBackOff"
+	// Pending: no GPU fits the replica yet; it is placed the moment one does.
+	Pending ReplicaState = "Pending"
 	// ImagePullBackOff: the image could not be pulled; the pull is tried again after the
 	// kubelet's image back-off.
 	ImagePullBackOff ReplicaState = "ImagePullBackOff"
@@ -118,6 +131,10 @@ type RevisionStatus struct {
 	Reason string `json:"reason,omitempty"`
 	// ImageDigest is the image the revision's replicas run, pinned by the first one that ran.
 	ImageDigest string `json:"imageDigest,omitempty"`
+	// Unschedulable says why a replica waits for a GPU ("" when none does).
+	Unschedulable string `json:"unschedulable,omitempty"`
+	// Events are the GPU hand-offs the revision took part in, oldest first (the last 10).
+	Events []string `json:"events,omitempty"`
 }
 
 // ReplicaStatus describes one replica.
@@ -143,6 +160,9 @@ type ReplicaStatus struct {
 	ImageReady  time.Time     `json:"imageReady,omitzero"` // when the image was present
 	Reason      string        `json:"reason,omitempty"`    // the kubelet's name of the last failed start
 	Progress    string        `json:"progress,omitempty"`  // what a start in progress does
+	// GPUs are the devices the replica holds (indices) and GPUMemory the bytes reserved.
+	GPUs      []int `json:"gpus,omitempty"`
+	GPUMemory int64 `json:"gpuMemory,omitempty"`
 }
 
 // Supervisor runs replicas. Its methods are safe for concurrent use.
@@ -165,6 +185,11 @@ type Supervisor struct {
 	wg     sync.WaitGroup
 	// stopped names replicas whose log files are kept, oldest first (MaxStoppedLogs).
 	stopped []string
+	// GPU reservations by replica; gpuFreed is closed (and replaced) when one is given back.
+	gpuRes       map[string][]placement.Reservation
+	gpuFreed     chan struct{}
+	handoffs     []Handoff
+	handoffTotal int
 	// Endpoint pushes (see changed): generations per revision, what was sent, who flushes.
 	lastEPs  map[workload.RevisionID][]workload.Endpoint
 	epGen    map[workload.RevisionID]uint64
@@ -185,6 +210,10 @@ type revState struct {
 	removing  bool
 	// imageDigest: what the first replica that ran runs; later ones run the same.
 	imageDigest string
+	// evicted: replicas stopped by GPU hand-offs and not replaced until demand (Demand) or a
+	// lower Scale.
+	evicted       int
+	unschedulable string // why a replica of it waits for a GPU
 }
 
 // New checks the configuration and prepares the state directories.
@@ -209,18 +238,20 @@ func New(cfg Config) (*Supervisor, error) {
 		cfg.Sandbox = SandboxAuto
 	}
 	s := &Supervisor{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		clock:   cfg.Clock,
-		logsDir: filepath.Join(cfg.Dir, "logs"),
-		runDir:  filepath.Join(cfg.Dir, "run"),
-		revs:    map[workload.RevisionID]*revState{},
-		byName:  map[string]*replica{},
-		lastEPs: map[workload.RevisionID][]workload.Endpoint{},
-		epGen:   map[workload.RevisionID]uint64{},
-		epSent:  map[workload.RevisionID]uint64{},
-		epDirty: map[workload.RevisionID]bool{},
-		probeTr: newProbeTransport(),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		clock:    cfg.Clock,
+		logsDir:  filepath.Join(cfg.Dir, "logs"),
+		runDir:   filepath.Join(cfg.Dir, "run"),
+		revs:     map[workload.RevisionID]*revState{},
+		byName:   map[string]*replica{},
+		lastEPs:  map[workload.RevisionID][]workload.Endpoint{},
+		epGen:    map[workload.RevisionID]uint64{},
+		epSent:   map[workload.RevisionID]uint64{},
+		epDirty:  map[workload.RevisionID]bool{},
+		probeTr:  newProbeTransport(),
+		gpuRes:   map[string][]placement.Reservation{},
+		gpuFreed: make(chan struct{}),
 	}
 	s.epCond = sync.NewCond(&s.mu)
 	switch cfg.Sandbox {
@@ -288,6 +319,9 @@ func (s *Supervisor) Scale(rev workload.Revision, n int) {
 		s.revs[rev.ID] = rs
 	}
 	rs.removing = false
+	if n < rs.desired {
+		rs.evicted = max(0, rs.evicted-(rs.desired-n))
+	}
 	rs.desired = n
 	s.reconcileLocked(rs, inFlight)
 	s.mu.Unlock()
@@ -318,7 +352,15 @@ func (s *Supervisor) Status(id workload.RevisionID) RevisionStatus {
 	if rs == nil {
 		return RevisionStatus{}
 	}
-	st := RevisionStatus{Desired: rs.desired, Failed: rs.failed, Message: rs.message, Reason: rs.reason, ImageDigest: rs.imageDigest}
+	st := RevisionStatus{Desired: rs.desired, Failed: rs.failed, Message: rs.message, Reason: rs.reason, ImageDigest: rs.imageDigest, Unschedulable: rs.unschedulable}
+	for _, h := range s.handoffs {
+		if h.ForRevision == id || slices.Contains(h.From, string(id)) {
+			st.Events = append(st.Events, h.At.UTC().Format(time.RFC3339)+" "+h.Message)
+		}
+	}
+	if len(st.Events) > 10 {
+		st.Events = st.Events[len(st.Events)-10:]
+	}
 	st.Live = len(rs.replicas)
 	for _, r := range rs.replicas {
 		if !r.stopping {
@@ -429,7 +471,8 @@ func (s *Supervisor) reconcileLocked(rs *revState, inFlight map[string]int) {
 			active = append(active, r)
 		}
 	}
-	for len(active) < rs.desired && !s.closed {
+	want := max(0, rs.desired-rs.evicted) // replicas a GPU hand-off stopped wait for demand
+	for len(active) < want && !s.closed {
 		r, err := s.newReplicaLocked(rs)
 		if err != nil {
 			rs.failed, rs.message = true, err.Error()
@@ -438,7 +481,7 @@ func (s *Supervisor) reconcileLocked(rs *revState, inFlight map[string]int) {
 		}
 		active = append(active, r)
 	}
-	if excess := len(active) - rs.desired; excess > 0 {
+	if excess := len(active) - want; excess > 0 {
 		for _, r := range pickVictims(active, excess, inFlight) {
 			s.stopLocked(r)
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -516,7 +517,7 @@ func TestRemove(t *testing.T) {
 	rev := testRev("rm-00001")
 	r := ts.waitReady(t, rev, 2)
 	ts.Remove(rev.ID)
-	waitFor(t, "revision forgotten", func() bool { return ts.Status(rev.ID) == (RevisionStatus{}) && len(ts.Replicas()) == 0 })
+	waitFor(t, "revision forgotten", func() bool { return reflect.DeepEqual(ts.Status(rev.ID), RevisionStatus{}) && len(ts.Replicas()) == 0 })
 	for _, x := range r {
 		if !pidGone(x.PID) {
 			t.Errorf("pid %d alive after Remove", x.PID)

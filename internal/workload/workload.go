@@ -100,6 +100,8 @@ type Container struct {
 	Resources      Resources
 	Security       Security
 	GPUs           int // nvidia.com/gpu: whole devices
+	// GPUCount is aliyun.com/gpu-count: GPUMemGiB spread evenly over that many GPUs.
+	GPUCount int
 }
 
 // EnvVar is one environment variable. Secret marks values that came from a Secret: they are
