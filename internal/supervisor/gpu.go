@@ -205,15 +205,26 @@ func (r *replica) placeGPUs(req placement.Request) bool {
 			s.log.Info("replica pending: no GPU fits", "revision", string(r.rev.ID), "replica", r.name, "reason", st.Message)
 		}
 		s.changed(r.rev.ID)
+		// Memory given back wakes it at once; a holder going idle (its request ended) is seen
+		// on the next look.
+		retry, stop := timer(s.clock, placeRetry)
 		select {
 		case <-freed:
+		case <-retry:
 		case <-r.stopCh:
+			stop()
 			return false
 		case <-s.forceCtx.Done():
+			stop()
 			return false
 		}
+		stop()
 	}
 }
+
+// placeRetry is how often a replica waiting for a GPU looks again for idle replicas to take
+// it over from.
+const placeRetry = 250 * time.Millisecond
 
 func gpuIndices(p placement.Placement) []int {
 	var out []int
