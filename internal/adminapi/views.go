@@ -157,6 +157,9 @@ type Replica struct {
 	GPUMemory int64 `json:"gpuMemory,omitempty"`
 	// Message says why it waits (no GPU fits) or why it was stopped (a GPU hand-off).
 	Message string `json:"message,omitempty"`
+	// Unit is the ResourcePolicy unit it was placed in (-1: none) and Pool that unit's pool.
+	Unit int    `json:"unit"`
+	Pool string `json:"pool,omitempty"`
 }
 
 // ServiceDetail is `infera describe service`.

@@ -402,7 +402,7 @@ func printDescribe(w io.Writer, d adminapi.ServiceDetail) {
 	}
 	fmt.Fprintf(w, "\nReplicas:\n")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tSTATE\tRUNTIME\tPID\tADDRESS\tRESTARTS\tGPU\tIMAGE\tLAST EXIT")
+	fmt.Fprintln(tw, "  NAME\tSTATE\tRUNTIME\tPID\tADDRESS\tRESTARTS\tGPU\tUNIT\tIMAGE\tLAST EXIT")
 	for _, r := range d.Replicas {
 		last := r.LastExit
 		if r.Progress != "" {
@@ -411,7 +411,7 @@ func printDescribe(w io.Writer, d adminapi.ServiceDetail) {
 		if r.Message != "" {
 			last = r.Message
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", r.Name, r.State, dash(r.Runtime), r.PID, dash(r.Addr), r.Restarts, gpuOf(r), imageOf(r), dash(last))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Name, r.State, dash(r.Runtime), r.PID, dash(r.Addr), r.Restarts, gpuOf(r), unitOf(r), imageOf(r), dash(last))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nConditions:\n")
@@ -515,4 +515,12 @@ func gpuOf(r adminapi.Replica) string {
 		idx[i] = fmt.Sprint(g)
 	}
 	return strings.Join(idx, ",") + " (" + adminapi.Bytes(r.GPUMemory) + ")"
+}
+
+// unitOf is a replica's ResourcePolicy unit and pool: "1 (local)", "-" when none covers it.
+func unitOf(r adminapi.Replica) string {
+	if r.Unit < 0 || (r.Unit == 0 && r.Pool == "") {
+		return "-"
+	}
+	return fmt.Sprintf("%d (%s)", r.Unit, r.Pool)
 }

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/infera-dev/infera/internal/ack"
+	"github.com/infera-dev/infera/internal/placement"
 	"io"
 	"log/slog"
 	"maps"
@@ -130,7 +131,11 @@ type Controller struct {
 	mu sync.RWMutex // guards view and imageCacheList
 	// imageCacheList is the ImageCaches in the store, by name, for the views.
 	imageCacheList []*ack.ImageCache
-	view           view
+	// policies and pools are the ResourcePolicies and capacity pools, for UnitsFor.
+	policies []*ack.ResourcePolicy
+	pools    []placement.Pool
+	poolsSet bool // pools come from the pools ConfigMap
+	view     view
 }
 
 // computed is one Service's last reconcile: its outputs and the inputs they came from.
@@ -327,6 +332,9 @@ func (c *Controller) pass(ctx context.Context, ch changes, resync bool) error {
 	}
 	if ch.images {
 		c.syncImageCaches()
+	}
+	if ch.policies || !c.synced {
+		c.syncPolicies()
 	}
 	if ch.knative {
 		var data map[string]string

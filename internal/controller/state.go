@@ -58,6 +58,7 @@ type state struct {
 	runtimes    map[string]*modelcache.RuntimeSpec // the cache runtime bound to a Dataset: same namespace and name
 	dataLoads   map[string]*fluid.DataLoad
 	imageCaches map[string]*ack.ImageCache // by name (cluster-scoped)
+	policies    map[string]*ack.ResourcePolicy
 
 	knative *manifest.KnativeConfig // nil: recompute from the ConfigMaps on next use
 }
@@ -71,6 +72,7 @@ func newState() *state {
 		pvcs: map[string]*corev1.PersistentVolumeClaim{}, datasets: map[string]*fluid.Dataset{},
 		runtimes: map[string]*modelcache.RuntimeSpec{}, dataLoads: map[string]*fluid.DataLoad{},
 		imageCaches: map[string]*ack.ImageCache{},
+		policies:    map[string]*ack.ResourcePolicy{},
 	}
 }
 
@@ -80,6 +82,7 @@ type changes struct {
 	knative  bool            // a ConfigMap in knative-serving changed (domain, autoscaler, ...)
 	datasets bool            // a Dataset, cache runtime, DataLoad or Secret changed
 	images   bool            // an ImageCache or a Secret changed
+	policies bool            // a ResourcePolicy or the pools ConfigMap changed
 	any      bool
 	external bool // something outside the store changed (Recheck): resolve every blocked revision
 }
@@ -202,11 +205,17 @@ func (s *state) index(e *entry, add bool, ch *changes) {
 			if obj.Namespace == manifest.KnativeNamespace {
 				s.knative, ch.knative = nil, true
 			}
+			if obj.Namespace == PoolsNamespace && obj.Name == PoolsConfigMap {
+				ch.policies = true
+			}
 		case *corev1.PersistentVolumeClaim:
 			set(s.pvcs, key, obj, add)
 		case *fluid.Dataset:
 			set(s.datasets, key, obj, add)
 			ch.datasets = true
+		case *ack.ResourcePolicy:
+			set(s.policies, key, obj, add)
+			ch.policies = true
 		case *ack.ImageCache:
 			set(s.imageCaches, obj.Name, obj, add)
 			ch.images = true

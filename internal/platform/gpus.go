@@ -54,6 +54,15 @@ func openGPUs(cfg UpConfig, log *slog.Logger) (*gpus, error) {
 	return g, nil
 }
 
+// indices are the GPUs' indices, for the pool that holds the whole machine.
+func (g *gpus) indices() []int {
+	out := make([]int, len(g.devices))
+	for i, d := range g.devices {
+		out[i] = d.Index
+	}
+	return out
+}
+
 // releasePoll and releaseWait: how often and how long a hand-off watches NVML for the
 // memory the stopped replicas held to be given back by the driver.
 const (

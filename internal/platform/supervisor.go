@@ -37,7 +37,7 @@ func (a supervisorAdapter) Replicas() []adminapi.Replica {
 			Restarts: r.Restarts, Started: r.Started, LastExit: r.LastExit,
 			InFlight: a.gw.InFlight(r.Revision, r.Name),
 			Runtime:  r.Runtime, Image: r.Image, ImageSource: r.ImageSource, Reason: r.Reason, Progress: r.Progress,
-			GPUs: r.GPUs, GPUMemory: r.GPUMemory,
+			GPUs: r.GPUs, GPUMemory: r.GPUMemory, Unit: r.Unit, Pool: r.Pool,
 		}
 		if r.State == supervisor.Pending || strings.HasPrefix(r.Message, "stopped to hand") {
 			rep.Message = r.Message

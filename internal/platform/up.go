@@ -11,9 +11,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/infera-dev/infera/internal/ack"
 	"github.com/infera-dev/infera/internal/container"
 	"github.com/infera-dev/infera/internal/dockerrt"
 	"github.com/infera-dev/infera/internal/imagecache"
+	"github.com/infera-dev/infera/internal/placement"
 	"io"
 	"log/slog"
 	"net"
@@ -201,10 +203,13 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 		GPUs:        gpus.devices,
 		GPUEnforcer: gpus.enforcer,
 		GPUReleased: gpus.released,
-		Clock:       clk,
-		Logger:      log.With("component", "supervisor"),
-		OnChange:    func(workload.RevisionID) { ctrl.Kick() },
-		OnReplica:   func(st supervisor.ReplicaStatus) { cold.Replica(replicaTimes(st)) },
+		Units: func(rev workload.Revision) (*ack.ResourcePolicySpec, string, []placement.Pool) {
+			return ctrl.UnitsFor(rev, gpus.indices())
+		},
+		Clock:     clk,
+		Logger:    log.With("component", "supervisor"),
+		OnChange:  func(workload.RevisionID) { ctrl.Kick() },
+		OnReplica: func(st supervisor.ReplicaStatus) { cold.Replica(replicaTimes(st)) },
 	})
 	if err != nil {
 		return err

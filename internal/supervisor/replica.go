@@ -48,6 +48,10 @@ type replica struct {
 	progressAt  time.Time
 	inst        Instance
 	gpu         *placement.Placement // the GPUs it holds, kept across restarts
+	// policy, unit and pool: the ResourcePolicy unit it was placed in (unit -1: none)
+	policy string
+	unit   int
+	pool   string
 
 	// run-loop only
 	bo     backoff
@@ -68,6 +72,11 @@ func (r *replica) statusLocked() ReplicaStatus {
 	}
 	if r.state == Ready {
 		st.ReadySince = r.readySince
+	}
+	if r.unit >= 0 {
+		st.Unit, st.Pool = r.unit, r.pool
+	} else {
+		st.Unit = -1
 	}
 	if r.gpu != nil {
 		for _, res := range r.gpu.Reservations {
@@ -232,6 +241,11 @@ func (r *replica) runOnce() (exitReason, string, string, string) {
 	rt, err := s.runtimeFor(r.rev)
 	if err != nil {
 		return exitSelf, err.Error(), "", ReasonCreateContainerConfigError
+	}
+	if s.cfg.Units != nil && r.unit < 0 {
+		if pol, key, pools := s.cfg.Units(r.rev); pol != nil && !r.placeUnit(pol, key, pools) {
+			return exitStopped, "stopped while waiting for a unit", "", ""
+		}
 	}
 	if req := gpuRequest(r.name, r.rev); !req.Empty() && r.gpu == nil {
 		if !r.placeGPUs(req) {

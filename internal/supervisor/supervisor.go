@@ -77,7 +77,10 @@ type Config struct {
 	// GPUReleased, when set, returns once the memory of reservations given up in a hand-off
 	// is free on their devices (NVML reads it) or ctx ends; nil: the replica's exit is
 	// enough (a declared inventory).
-	GPUReleased  func(ctx context.Context, res []placement.Reservation) error
+	GPUReleased func(ctx context.Context, res []placement.Reservation) error
+	// Units, when set, says which ResourcePolicy covers a revision: its replicas are placed in
+	// the policy's units (and pools) in order, and scale-down empties the last unit first.
+	Units        UnitsFunc
 	LogBytes     int   // ring buffer per replica; default 1 MiB
 	LogFileBytes int64 // a replica's log file rotates at this size; default 10 MiB
 }
@@ -163,6 +166,10 @@ type ReplicaStatus struct {
 	// GPUs are the devices the replica holds (indices) and GPUMemory the bytes reserved.
 	GPUs      []int `json:"gpus,omitempty"`
 	GPUMemory int64 `json:"gpuMemory,omitempty"`
+	// Unit is the index of the ResourcePolicy unit it was placed in (-1: none) and Pool the
+	// capacity pool of that unit.
+	Unit int    `json:"unit"`
+	Pool string `json:"pool,omitempty"`
 }
 
 // Supervisor runs replicas. Its methods are safe for concurrent use.
@@ -482,7 +489,7 @@ func (s *Supervisor) reconcileLocked(rs *revState, inFlight map[string]int) {
 		active = append(active, r)
 	}
 	if excess := len(active) - want; excess > 0 {
-		for _, r := range pickVictims(active, excess, inFlight) {
+		for _, r := range pickVictims(active, excess, inFlight, s.unitOrderLocked(active)) {
 			s.stopLocked(r)
 		}
 	}
@@ -490,7 +497,7 @@ func (s *Supervisor) reconcileLocked(rs *revState, inFlight map[string]int) {
 
 // pickVictims orders replicas for scale-down: not ready first, then idle, then newest.
 // Called with s.mu held.
-func pickVictims(active []*replica, n int, inFlight map[string]int) []*replica {
+func pickVictims(active []*replica, n int, inFlight map[string]int, unitOrder map[string]int) []*replica {
 	type cand struct {
 		r        *replica
 		ready    bool
@@ -505,6 +512,14 @@ func pickVictims(active []*replica, n int, inFlight map[string]int) []*replica {
 		a, b := cs[i], cs[j]
 		if a.ready != b.ready {
 			return !a.ready
+		}
+		if unitOrder != nil {
+			// Under a ResourcePolicy: the last unit first, the newest first within a unit.
+			ia, oka := unitOrder[a.r.name]
+			ib, okb := unitOrder[b.r.name]
+			if oka && okb && ia != ib {
+				return ia < ib
+			}
 		}
 		if (a.inFlight == 0) != (b.inFlight == 0) {
 			return a.inFlight == 0
@@ -546,6 +561,7 @@ func (s *Supervisor) newReplicaLocked(rs *revState) (*replica, error) {
 		log:     lg,
 		dir:     filepath.Join(s.runDir, name),
 		runtime: cmp.Or(rs.rev.Container.Runtime, RuntimeProcess),
+		unit:    -1,
 	}
 	if rs.imageDigest != "" {
 		// Every replica after the first runs what the first ran, whatever the tag says now.
