@@ -3,8 +3,10 @@ package platform
 import (
 	"context"
 	"fmt"
+	"github.com/infera-dev/infera/internal/clock"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +24,10 @@ type gpus struct {
 	devices  []placement.GPU
 	enforcer placement.Enforcer
 	released func(ctx context.Context, res []placement.Reservation) error // nil: declared
+
+	mu        sync.Mutex
+	used      map[string]int64 // replica -> GPU bytes its processes use (NVML)
+	overTotal int              // times a replica went over its share
 }
 
 func openGPUs(cfg UpConfig, log *slog.Logger) (*gpus, error) {
@@ -128,7 +134,10 @@ func (g *gpus) views(sup *supervisor.Supervisor) []adminapi.GPUView {
 			continue
 		}
 		out[i].Reserved += r.Bytes
-		out[i].Replicas = append(out[i].Replicas, adminapi.GPUReplicaView{Replica: r.Replica, Revision: string(r.Revision), Reserved: r.Bytes, Whole: r.Whole})
+		g.mu.Lock()
+		used := g.used[r.Replica]
+		g.mu.Unlock()
+		out[i].Replicas = append(out[i].Replicas, adminapi.GPUReplicaView{Replica: r.Replica, Revision: string(r.Revision), Reserved: r.Bytes, Whole: r.Whole, Used: used})
 	}
 	return out
 }
@@ -145,14 +154,16 @@ func (g *gpus) collector(sup *supervisor.Supervisor) prometheus.Collector {
 		reserved: prometheus.NewDesc("infera_gpu_memory_reserved_bytes", "GPU memory reserved by placements, per device.", []string{"gpu"}, nil),
 		used:     prometheus.NewDesc("infera_gpu_memory_used_bytes", "GPU memory in use as NVML reads it, per device (NVML only).", []string{"gpu"}, nil),
 		total:    prometheus.NewDesc("infera_gpu_memory_total_bytes", "GPU memory per device, measured (NVML) or declared (--gpus).", []string{"gpu", "source"}, nil),
+		over:     prometheus.NewDesc("infera_gpu_share_exceeded_total", "Times a replica's processes used more GPU memory than it reserved (NVML only).", nil, nil),
+		replica:  prometheus.NewDesc("infera_gpu_replica_memory_used_bytes", "GPU memory a replica's processes use, over its GPUs (NVML only).", []string{"replica"}, nil),
 		handoffs: prometheus.NewDesc("infera_gpu_handoffs_total", "Ordered GPU hand-offs: idle replicas stopped so that a cold revision's replica could be placed.", nil, nil),
 	}
 }
 
 type gpuCollector struct {
-	g                               *gpus
-	sup                             *supervisor.Supervisor
-	reserved, used, total, handoffs *prometheus.Desc
+	g                                              *gpus
+	sup                                            *supervisor.Supervisor
+	reserved, used, total, handoffs, over, replica *prometheus.Desc
 }
 
 func (c *gpuCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -160,6 +171,8 @@ func (c *gpuCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.used
 	ch <- c.total
 	ch <- c.handoffs
+	ch <- c.over
+	ch <- c.replica
 }
 
 func (c *gpuCollector) Collect(ch chan<- prometheus.Metric) {
@@ -173,4 +186,94 @@ func (c *gpuCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	_, total := c.sup.Handoffs()
 	ch <- prometheus.MustNewConstMetric(c.handoffs, prometheus.CounterValue, float64(total))
+	if c.g.inv.Source() == gpu.SourceNVML {
+		c.g.mu.Lock()
+		ch <- prometheus.MustNewConstMetric(c.over, prometheus.CounterValue, float64(c.g.overTotal))
+		for r, n := range c.g.used {
+			ch <- prometheus.MustNewConstMetric(c.replica, prometheus.GaugeValue, float64(n), r)
+		}
+		c.g.mu.Unlock()
+	}
+}
+
+// accountEvery is how often replicas' real GPU memory is read (NVML) against what they
+// reserved.
+const accountEvery = 5 * time.Second
+
+// usage is one look at the replicas' real GPU memory: bytes used by each replica's
+// processes, and who is over its share.
+type usage struct {
+	used map[string]int64 // replica -> bytes its processes use, summed over devices
+	over []supervisor.GPUHolder
+}
+
+// account sums NVML's per-process memory over each holder's processes and finds those over
+// their reservation.
+func account(procs []gpu.ProcessMemory, holders []supervisor.GPUHolder) usage {
+	byPID := map[int]int64{}
+	for _, p := range procs {
+		byPID[p.PID] += p.Bytes
+	}
+	u := usage{used: map[string]int64{}}
+	for _, h := range holders {
+		var n int64
+		for _, pid := range h.PIDs {
+			n += byPID[pid]
+		}
+		u.used[h.Replica] = n
+		if n > h.Reserved {
+			u.over = append(u.over, h)
+		}
+	}
+	return u
+}
+
+// runAccounting reads the replicas' real GPU memory every accountEvery (NVML only): kept for
+// get gpus and the metrics, a warning when a replica goes over its share, and a restart for
+// one whose revision says infera.dev/gpu-mem-enforce: kill.
+func (g *gpus) runAccounting(ctx context.Context, clk clock.Clock, sup *supervisor.Supervisor, log *slog.Logger) error {
+	if g.inv.Source() != gpu.SourceNVML {
+		<-ctx.Done()
+		return nil
+	}
+	t := clk.NewTicker(accountEvery)
+	defer t.Stop()
+	warned := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C():
+		}
+		procs, err := g.inv.ProcessMemory()
+		if err != nil {
+			log.Warn("gpu accounting", "error", err)
+			continue
+		}
+		holders := sup.GPUHolders()
+		u := account(procs, holders)
+		g.mu.Lock()
+		g.used = u.used
+		g.mu.Unlock()
+		over := map[string]bool{}
+		for _, h := range u.over {
+			over[h.Replica] = true
+			msg := fmt.Sprintf("replica %s uses %s of GPU memory, over the %s it reserved", h.Replica, adminapi.Bytes(u.used[h.Replica]), adminapi.Bytes(h.Reserved))
+			if !warned[h.Replica] {
+				log.Warn(msg, "revision", string(h.Revision))
+				g.mu.Lock()
+				g.overTotal++
+				g.mu.Unlock()
+			}
+			warned[h.Replica] = true
+			if h.Enforce == "kill" {
+				sup.RestartReplica(h.Replica, msg+" ("+supervisor.AnnotationGPUMemEnforce+": kill)")
+			}
+		}
+		for r := range warned {
+			if !over[r] {
+				delete(warned, r)
+			}
+		}
+	}
 }

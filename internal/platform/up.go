@@ -260,6 +260,9 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	if images != nil {
 		background("image cache", images.Run)
 	}
+	background("gpu accounting", func(ctx context.Context) error {
+		return gpus.runAccounting(ctx, clk, sup, log.With("component", "gpu"))
+	})
 	stopBackground := sync.OnceValue(func() error { stopBack(); return back.Wait() })
 	defer stopBackground()
 

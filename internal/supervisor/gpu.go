@@ -282,3 +282,62 @@ func (s *Supervisor) Handoffs() ([]Handoff, int) {
 	defer s.mu.Unlock()
 	return slices.Clone(s.handoffs), s.handoffTotal
 }
+
+// GPUHolder is a live replica holding GPUs: what the accounting against NVML needs.
+type GPUHolder struct {
+	Replica  string
+	Revision workload.RevisionID
+	PIDs     []int // its main process and every descendant (a container's too)
+	Reserved int64 // bytes reserved, over its GPUs
+	Enforce  string
+}
+
+// AnnotationGPUMemEnforce "kill" on a revision restarts a replica whose processes use more
+// GPU memory than it reserved (NVML only).
+const AnnotationGPUMemEnforce = "infera.dev/gpu-mem-enforce"
+
+// GPUHolders lists the live replicas that hold GPUs, with their processes.
+func (s *Supervisor) GPUHolders() []GPUHolder {
+	s.mu.Lock()
+	var out []GPUHolder
+	for name, res := range s.gpuRes {
+		r := s.byName[name]
+		if r == nil || r.pid == 0 {
+			continue
+		}
+		h := GPUHolder{Replica: name, Revision: r.rev.ID, PIDs: []int{r.pid}, Enforce: r.rev.Annotations[AnnotationGPUMemEnforce]}
+		for _, x := range res {
+			h.Reserved += x.MemoryBytes
+		}
+		out = append(out, h)
+	}
+	s.mu.Unlock()
+	if len(out) == 0 {
+		return nil
+	}
+	children := childrenByParent()
+	for i := range out {
+		out[i].PIDs = descendants(out[i].PIDs[0], children)
+	}
+	slices.SortFunc(out, func(a, b GPUHolder) int { return strings.Compare(a.Replica, b.Replica) })
+	return out
+}
+
+// RestartReplica ends a replica's program (SIGKILL) so that it restarts as after a crash,
+// with why in its status; false when no such replica runs.
+func (s *Supervisor) RestartReplica(replica, why string) bool {
+	s.mu.Lock()
+	r := s.byName[replica]
+	var inst Instance
+	if r != nil && !r.stopping {
+		inst = r.inst
+		r.message = why
+	}
+	s.mu.Unlock()
+	if inst == nil {
+		return false
+	}
+	s.log.Warn("restarting replica", "replica", replica, "reason", why)
+	inst.Kill()
+	return true
+}

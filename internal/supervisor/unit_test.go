@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -334,5 +335,20 @@ func TestLogRetention(t *testing.T) {
 	}
 	if _, err := s.Logs("old-00001-00010"); err != nil {
 		t.Errorf("log of a replica from an earlier run: %v", err)
+	}
+}
+
+func TestDescendants(t *testing.T) {
+	children := map[int][]int{1: {2, 3}, 2: {4}, 4: {5}, 9: {10}}
+	got := descendants(1, children)
+	if len(got) != 5 || got[0] != 1 {
+		t.Fatalf("descendants(1) = %v, want 1 and 2, 3, 4, 5", got)
+	}
+	if got := descendants(7, children); len(got) != 1 || got[0] != 7 {
+		t.Errorf("a leaf: %v", got)
+	}
+	// The live process table has this test's own process under its parent.
+	if got := descendants(os.Getppid(), childrenByParent()); !slices.Contains(got, os.Getpid()) {
+		t.Errorf("this process is not among its parent's descendants")
 	}
 }
