@@ -26,6 +26,7 @@ func (s *Supervisor) unitPlacementsLocked(key string) []placement.UnitPlacement 
 			Replica: r.name, Revision: string(r.rev.ID), Unit: r.unit, Pool: r.pool, Labels: r.rev.Labels,
 			Terminating: r.stopping, Created: r.created,
 			GPUMemGiB: r.rev.Container.GPUMemGiB, WholeGPUs: r.rev.Container.GPUs,
+			CPUMilli: r.rev.Container.Resources.CPURequestMilli, MemoryBytes: r.rev.Container.Resources.MemoryLimit,
 		})
 	}
 	slices.SortFunc(out, func(a, b placement.UnitPlacement) int { return a.Created.Compare(b.Created) })
@@ -52,9 +53,21 @@ func (r *replica) placeUnit(policy *ack.ResourcePolicySpec, key string, pools []
 			pendingSince = now
 		}
 		held := s.heldLocked()
-		req := placement.UnitRequest{Request: gpuRequest(r.name, r.rev), Labels: r.rev.Labels}
-		c, err := placement.ChooseUnit(*policy, placement.Capacity{Pools: pools, GPUs: s.cfg.GPUs, Reserved: held},
-			s.unitPlacementsLocked(key), req, now, pendingSince)
+		req := placement.UnitRequest{Request: gpuRequest(r.name, r.rev), Labels: r.rev.Labels,
+			CPUMilli: r.rev.Container.Resources.CPURequestMilli, MemoryBytes: r.rev.Container.Resources.MemoryLimit}
+		placed := s.unitPlacementsLocked(key)
+		// What each pool holds: the cpu requests and memory limits of the replicas in it.
+		used := map[string]placement.Usage{}
+		for _, p := range placed {
+			if !p.Terminating {
+				u := used[p.Pool]
+				u.CPUMilli += p.CPUMilli
+				u.MemoryBytes += p.MemoryBytes
+				used[p.Pool] = u
+			}
+		}
+		c, err := placement.ChooseUnit(*policy, placement.Capacity{Pools: pools, Used: used, GPUs: s.cfg.GPUs, Reserved: held},
+			placed, req, now, pendingSince)
 		if err == nil {
 			r.policy, r.unit, r.pool = key, c.Unit, c.Pool
 			if len(c.GPU.Reservations) > 0 {
