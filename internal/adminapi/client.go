@@ -17,8 +17,9 @@ import (
 
 // Client talks to a running `infera up` through its admin API.
 type Client struct {
-	Base string // e.g. "http://127.0.0.1:8081"
-	HTTP *http.Client
+	Base  string // e.g. "http://127.0.0.1:8081"
+	HTTP  *http.Client
+	Token string // sent as "Authorization: Bearer <token>" when set
 }
 
 // NewClient returns a client for the admin address (host:port or URL).
@@ -57,6 +58,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
@@ -72,6 +76,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		}
 		if e.Result != nil {
 			return &ResultError{Msg: e.Error, Result: *e.Result}
+		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			return fmt.Errorf("%w (%s)", ErrUnauthorized, e.Error)
 		}
 		return errors.New(e.Error)
 	}

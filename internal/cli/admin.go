@@ -17,6 +17,7 @@ import (
 	"github.com/infera-dev/infera/internal/adminapi"
 	"github.com/infera-dev/infera/internal/manifest"
 	"github.com/infera-dev/infera/internal/platform"
+	"github.com/infera-dev/infera/internal/store"
 )
 
 // isTerminal reports whether w is a terminal (progress is drawn in place there).
@@ -86,7 +87,7 @@ at once: a changed template makes a new revision, and traffic moves when it is r
 			if len(keys) == 0 {
 				return nil
 			}
-			c := adminapi.NewClient(admin)
+			c := newClient(admin)
 			if err := platform.FollowDatasets(cmd.Context(), stdio.Out, tty, nil, c.Datasets, keys); err != nil {
 				return fail(ExitFailure, "apply: %v", err)
 			}
@@ -128,7 +129,7 @@ func sendManifests(stdio IO, name string, files []string,
 	if err != nil {
 		return err
 	}
-	res, err := call(adminapi.NewClient(admin), sources)
+	res, err := call(newClient(admin), sources)
 	var re *adminapi.ResultError
 	if errors.As(err, &re) {
 		printResult(stdio, re.Result)
@@ -166,7 +167,7 @@ func newGet(stdio IO) *cobra.Command {
 			if err := checkOutput("get", output); err != nil {
 				return err
 			}
-			c := adminapi.NewClient(admin)
+			c := newClient(admin)
 			var v any
 			var err error
 			switch strings.TrimSuffix(args[0], "s") {
@@ -317,13 +318,13 @@ func newDescribe(stdio IO) *cobra.Command {
 			switch kind := strings.TrimSuffix(args[0], "s"); kind {
 			case "service", "ksvc":
 			case "dataset":
-				d, err := adminapi.NewClient(admin).Dataset(cmd.Context(), namespace, args[1])
+				d, err := newClient(admin).Dataset(cmd.Context(), namespace, args[1])
 				if err != nil {
 					return clientError("describe", err)
 				}
 				return printOutput(stdio.Out, output, d, printDataset)
 			case "imagecache":
-				d, err := adminapi.NewClient(admin).ImageCache(cmd.Context(), args[1])
+				d, err := newClient(admin).ImageCache(cmd.Context(), args[1])
 				if err != nil {
 					return clientError("describe", err)
 				}
@@ -331,7 +332,7 @@ func newDescribe(stdio IO) *cobra.Command {
 			default:
 				return fail(ExitUsage, "describe: unknown resource %q: use service, dataset or imagecache", args[0])
 			}
-			d, err := adminapi.NewClient(admin).Describe(cmd.Context(), namespace, args[1])
+			d, err := newClient(admin).Describe(cmd.Context(), namespace, args[1])
 			if err != nil {
 				return clientError("describe", err)
 			}
@@ -451,7 +452,7 @@ func newLogs(stdio IO) *cobra.Command {
 		Short: "Print the logs of a service's replicas",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := adminapi.NewClient(admin).Logs(cmd.Context(), namespace, args[0], replica, stdio.Out); err != nil {
+			if err := newClient(admin).Logs(cmd.Context(), namespace, args[0], replica, stdio.Out); err != nil {
 				return clientError("logs", err)
 			}
 			return nil
@@ -523,4 +524,13 @@ func unitOf(r adminapi.Replica) string {
 		return "-"
 	}
 	return fmt.Sprintf("%d (%s)", r.Unit, r.Pool)
+}
+
+// newClient is an admin API client for admin, with the bearer token from $INFERA_TOKEN or the
+// default state directory's admin-token when there is one (an up whose admin address is not
+// loopback requires it).
+func newClient(admin string) *adminapi.Client {
+	c := adminapi.NewClient(admin)
+	c.Token = adminapi.ClientToken(store.DefaultDir())
+	return c
 }

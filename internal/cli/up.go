@@ -58,6 +58,7 @@ largest timeoutSeconds), then replicas are drained and stopped. A second signal 
 	cmd.Flags().StringVar(&cfg.Sandbox, "sandbox", "auto", "replica sandbox for volumes: auto, bwrap or none")
 	cmd.Flags().StringVar(&cfg.Runtime, "runtime", "auto", "how containers run: auto (a container with no command runs its image when a Docker Engine API answers at DOCKER_HOST), process or docker; annotation infera.dev/runtime overrides it per revision")
 	cmd.Flags().BoolVar(&cfg.AllowPrivileged, "allow-privileged", false, "let containers with securityContext.privileged run (docker runtime)")
+	cmd.Flags().StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "file holding the admin API's bearer token, required on every request; without it an admin address that is not loopback gets one made in the state directory (admin-token, 0600)")
 	cmd.Flags().StringVar(&cfg.GPUs, "gpus", "auto", "GPU inventory: auto (NVML when the NVIDIA library loads, else none), none, or a declared one, a Kubernetes quantity per device (80Gi,80Gi), shown as declared, never as measured")
 	cmd.Flags().StringVar(&cfg.GPUEnforcer, "gpu-enforcer", "", "enforce GPU memory shares through hami (CUDA_DEVICE_MEMORY_LIMIT_<i>) or mps (CUDA_MPS_PINNED_DEVICE_MEM_LIMIT); empty: a share is a reservation, as in ACK's share mode")
 	cmd.Flags().StringVar(&cfg.Autoscaler, "autoscaler", "kpa", "kpa (Knative's autoscaler) or fixed (max(initial-scale, min-scale) replicas)")

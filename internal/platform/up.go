@@ -64,6 +64,10 @@ type UpConfig struct {
 	Runtime string
 	// AllowPrivileged lets securityContext.privileged containers run (docker runtime).
 	AllowPrivileged bool
+	// AdminTokenFile holds the admin API's bearer token (--admin-token-file); every request
+	// then needs it. Without one, an admin address that is not loopback gets a token made at
+	// first start in StateDir/admin-token (0600).
+	AdminTokenFile string
 	// GPUs is --gpus: "" or "auto" (NVML when its library loads, else none), "none", or a
 	// declared inventory, one Kubernetes quantity per device ("80Gi,80Gi").
 	GPUs string
@@ -132,6 +136,10 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 		}
 	}
 	defer adminLn.Close()
+	token, err := adminToken(cfg, adminLn.Addr())
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -285,9 +293,9 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 
 	gwSrv := &http.Server{Handler: gw.Handler(), ReadHeaderTimeout: 30 * time.Second}
 	reg.MustRegister(gpus.collector(sup))
-	adminSrv := &http.Server{Handler: adminapi.Handler(ctrl, reg, map[string]http.Handler{
+	adminSrv := &http.Server{Handler: adminapi.Guard(adminapi.Handler(ctrl, reg, map[string]http.Handler{
 		"GET " + adminapi.APIPrefix + "/gpus": gpus.handler(sup),
-	}), ReadHeaderTimeout: 30 * time.Second}
+	}), token), ReadHeaderTimeout: 30 * time.Second}
 	ctrlCtx, stopController := context.WithCancel(context.Background())
 	defer stopController()
 	var g errgroup.Group
@@ -461,4 +469,28 @@ func imageCachesOf(m *imagecache.Manager) controller.ImageCaches {
 		return nil
 	}
 	return m
+}
+
+// adminToken is the bearer token the admin API requires: the one in --admin-token-file, or for
+// an address that is not loopback the state directory's (made at first start); none for a
+// loopback address without a token file. The admin API applies manifests, which start
+// commands: anyone who can reach it must be someone trusted.
+func adminToken(cfg UpConfig, addr net.Addr) (string, error) {
+	if cfg.AdminTokenFile != "" {
+		tok, err := adminapi.LoadOrCreateToken(cfg.AdminTokenFile, false)
+		if err != nil {
+			return "", fmt.Errorf("up: --admin-token-file: %w", err)
+		}
+		return tok, nil
+	}
+	if adminapi.IsLoopback(addr) {
+		return "", nil
+	}
+	file := filepath.Join(cfg.StateDir, adminapi.TokenFile)
+	tok, err := adminapi.LoadOrCreateToken(file, true)
+	if err != nil {
+		return "", fmt.Errorf("up: %w", err)
+	}
+	fmt.Fprintf(cfg.Out, "admin API on %s is not loopback: every request needs the bearer token in %s ($%s for the CLI)\n", addr, file, adminapi.TokenEnv)
+	return tok, nil
 }
