@@ -14,7 +14,7 @@ func TestGuard(t *testing.T) {
 	inner := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) })
 	tests := []struct {
 		name, token, method, path, auth string
-		want                             int
+		want                            int
 	}{
 		{"no token guards nothing", "", "POST", "/api/v1/apply", "", http.StatusTeapot},
 		{"the right token", "t0k", "POST", "/api/v1/apply", "Bearer t0k", http.StatusTeapot},
