@@ -90,6 +90,10 @@ func TestSharedGPUsDeclaredInventory(t *testing.T) {
 		rv, _ := u.revision(t, "d-00001")
 		return rv.State == "Pending" && rv.Reason == "Unschedulable" && strings.Contains(rv.Message, "GiB free of 80 GiB"), rv.State + " " + rv.Message
 	})
+	cs, err := u.client.ColdStart(context.Background(), "default", "d-00001")
+	if err != nil || cs.State != "Pending" || cs.Reason != "Unschedulable" || len(cs.Replicas) != 1 || cs.Replicas[0].State != "Pending" || !strings.Contains(cs.Replicas[0].Message, "GiB free") {
+		t.Errorf("d's cold start while it waits: %+v %v", cs, err)
+	}
 	stop()
 	// c idle: the hand-off (or c's own scale to zero) places d.
 	u.waitReady("d")

@@ -137,6 +137,12 @@ func TestClientServer(t *testing.T) {
 	if _, err := c.ImageCache(ctx, "nope"); err == nil || err.Error() != "imagecache nope not found" {
 		t.Errorf("missing imagecache: %v", err)
 	}
+	if cs, err := c.ColdStart(ctx, "default", "llm-00001"); err != nil || cs.State != StateRunning || len(cs.Replicas) != 2 {
+		t.Errorf("coldstart: %+v %v", cs, err)
+	}
+	if _, err := c.ColdStart(ctx, "default", "nope-00001"); err == nil || err.Error() != "revision default/nope-00001 not found" {
+		t.Errorf("coldstart of a missing revision: %v", err)
+	}
 
 	var logs strings.Builder
 	if err := c.Logs(ctx, "default", "llm", "", &logs); err != nil ||

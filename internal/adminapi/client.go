@@ -139,6 +139,12 @@ func (c *Client) DataLoads(ctx context.Context) ([]DataLoadView, error) {
 	return out, c.do(ctx, http.MethodGet, APIPrefix+"/dataloads", nil, &out)
 }
 
+// ColdStart shows a revision's cold start: in progress and the last one.
+func (c *Client) ColdStart(ctx context.Context, namespace, revision string) (ColdStartStatus, error) {
+	var out ColdStartStatus
+	return out, c.do(ctx, http.MethodGet, APIPrefix+"/revisions/"+url.PathEscape(namespace)+"/"+url.PathEscape(revision)+"/coldstart", nil, &out)
+}
+
 // GPUs lists the GPUs with what is reserved and used on each.
 func (c *Client) GPUs(ctx context.Context) ([]GPUView, error) {
 	var out []GPUView

@@ -72,6 +72,22 @@ func Handler(b Backend, gatherer prometheus.Gatherer, extra map[string]http.Hand
 	mux.HandleFunc("GET "+APIPrefix+"/revisions", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, b.Revisions())
 	})
+	mux.HandleFunc("GET "+APIPrefix+"/revisions/{namespace}/{name}/coldstart", func(w http.ResponseWriter, r *http.Request) {
+		ns, name := r.PathValue("namespace"), r.PathValue("name")
+		for _, rv := range b.Revisions() {
+			if rv.Namespace == ns && rv.Name == name {
+				cs := ColdStartStatus{Revision: ns + "/" + name, State: rv.State, Reason: rv.Reason, Message: rv.Message, Last: rv.LastColdStart}
+				for _, rep := range b.Replicas() {
+					if rep.Revision == cs.Revision {
+						cs.Replicas = append(cs.Replicas, ColdStartReplica{Name: rep.Name, State: rep.State, Progress: rep.Progress, Message: rep.Message, Reason: rep.Reason})
+					}
+				}
+				writeJSON(w, http.StatusOK, cs)
+				return
+			}
+		}
+		writeJSON(w, http.StatusNotFound, APIError{Error: fmt.Sprintf("revision %s/%s not found", ns, name)})
+	})
 	mux.HandleFunc("GET "+APIPrefix+"/replicas", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, b.Replicas())
 	})

@@ -359,3 +359,24 @@ type GPUReplicaView struct {
 	Whole    bool   `json:"whole,omitempty"`     // nvidia.com/gpu: the device is its own
 	Used     int64  `json:"usedBytes,omitempty"` // measured (NVML only)
 }
+
+// ColdStartStatus is GET /api/v1/revisions/{namespace}/{name}/coldstart: the revision's state
+// (Pending on a Dataset or a GPU says why), what each replica is doing now (pulling an image,
+// waiting for a GPU, starting), and its last finished cold start phase by phase.
+type ColdStartStatus struct {
+	Revision string             `json:"revision"`
+	State    string             `json:"state"`
+	Reason   string             `json:"reason,omitempty"`
+	Message  string             `json:"message,omitempty"`
+	Replicas []ColdStartReplica `json:"replicas,omitempty"`
+	Last     *ColdStartView     `json:"last,omitempty"`
+}
+
+// ColdStartReplica is one replica of a ColdStartStatus.
+type ColdStartReplica struct {
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	Progress string `json:"progress,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	Message  string `json:"message,omitempty"`
+}
