@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -43,6 +44,8 @@ type RequestLogInput struct {
 type RequestLogger struct {
 	t      *template.Template
 	probes bool // logging.enable-probe-request-log
+	errLog *slog.Logger
+	failed sync.Once // the template's first run-time failure is logged, once
 	mu     sync.Mutex
 	w      io.Writer
 }
@@ -57,13 +60,19 @@ func LogProbeRequests(enabled bool) RequestLogOption {
 	return func(l *RequestLogger) { l.probes = enabled }
 }
 
+// LogTemplateErrors sends the template's first run-time failure to log (once: each request
+// still gets Knative's short fallback line, but the error is not repeated per request).
+func LogTemplateErrors(log *slog.Logger) RequestLogOption {
+	return func(l *RequestLogger) { l.errLog = log }
+}
+
 // NewRequestLogger parses a logging.request-log-template; a line that does not end in a newline
 // gets one, as in Knative.
 func NewRequestLogger(tmpl string, w io.Writer, opts ...RequestLogOption) (*RequestLogger, error) {
 	if !strings.HasSuffix(tmpl, "\n") {
 		tmpl += "\n"
 	}
-	t, err := template.New("request-log").Parse(tmpl)
+	t, err := template.New("request-log").Funcs(template.FuncMap{"js": jsonSafeJS}).Parse(tmpl)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: request log template: %w", err)
 	}
@@ -86,6 +95,11 @@ func (l *RequestLogger) Log(in *RequestLogInput) {
 	buf.Reset()
 	defer logBufPool.Put(buf)
 	if err := l.t.Execute(buf, in); err != nil {
+		if l.errLog != nil {
+			l.failed.Do(func() {
+				l.errLog.Error("request log template fails on a request; each request gets the short fallback line, and this error is not repeated", "error", err)
+			})
+		}
 		buf.Reset()
 		fmt.Fprintf(buf, "Invalid request log template: method: %v, response code: %v, latency: %v, url: %v\n",
 			in.Request.Method, in.Response.Code, in.Response.Latency, in.Request.URL)
@@ -93,6 +107,24 @@ func (l *RequestLogger) Log(in *RequestLogInput) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.w.Write(buf.Bytes()) //nolint:errcheck // a log line that cannot be written is dropped
+}
+
+// jsonSafeJS is text/template's js, escaping a single quote as \u0027 rather than \': the same
+// string in JavaScript, and valid inside a JSON string too, so that a user agent, URL or
+// referer with quotes, newlines or control characters cannot break a JSON request log line
+// (Knative's default template and the article's are JSON and escape those fields with js).
+func jsonSafeJS(args ...any) string {
+	var s string
+	if len(args) == 1 {
+		if v, ok := args[0].(string); ok {
+			s = v
+		} else {
+			s = fmt.Sprint(args[0])
+		}
+	} else {
+		s = fmt.Sprint(args...)
+	}
+	return strings.ReplaceAll(template.JSEscapeString(s), `\'`, `\u0027`)
 }
 
 // traceID is Knative's ExtractTraceID: the trace-id field of traceparent, else X-B3-TraceId.

@@ -154,7 +154,7 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 			return err
 		}
 	}
-	requestLog, err := requestLogger(applied, sources, os.Stdout)
+	requestLog, err := requestLogger(applied, sources, os.Stdout, log)
 	if err != nil {
 		return err
 	}
@@ -373,14 +373,15 @@ func prepareQuickstart(stateDir string, out io.Writer) ([]manifest.Source, error
 }
 
 // requestLogger builds Knative's request log from config-observability (input over stored).
-func requestLogger(applied []*manifest.Document, sources []manifest.Source, w io.Writer) (*gateway.RequestLogger, error) {
+func requestLogger(applied []*manifest.Document, sources []manifest.Source, w io.Writer, log *slog.Logger) (*gateway.RequestLogger, error) {
 	set := manifest.Load(context.Background(), sources, manifest.Options{Applied: applied})
 	kc := set.Knative
 	if kc == nil || kc.Observability == nil || !kc.Observability.EnableRequestLog {
 		return nil, nil
 	}
 	o := kc.Observability
-	return gateway.NewRequestLogger(o.RequestLogTemplate, w, gateway.LogProbeRequests(o.EnableProbeRequestLog))
+	return gateway.NewRequestLogger(o.RequestLogTemplate, w, gateway.LogProbeRequests(o.EnableProbeRequestLog),
+		gateway.LogTemplateErrors(log.With("component", "gateway")))
 }
 
 func printCurls(w io.Writer, services []adminapi.ServiceView, port int) {
