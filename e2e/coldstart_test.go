@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -105,5 +107,28 @@ func TestColdStartPhasesAfterScaleFromZero(t *testing.T) {
 		if !strings.Contains(lines[0], key) {
 			t.Errorf("log line lacks %s: %s", key, lines[0])
 		}
+	}
+}
+
+// TestColdStartProgressThroughUp: a request for a revision at zero that asks with
+// X-Infera-Progress: sse hears of its cold start as SSE comments, then gets the replica's answer.
+func TestColdStartProgressThroughUp(t *testing.T) {
+	u := startUp(t, zeroInitialScale+appService("prog", map[string]string{"autoscaling.knative.dev/initial-scale": "0"}, nil, "", ""))
+	eventually(t, 30*time.Second, "revision at zero", func() (bool, string) {
+		r, ok := u.revision(t, "prog-00001")
+		return ok && r.Routed && r.RunningReplicas == 0, r.State
+	})
+	req, _ := http.NewRequest(http.MethodGet, "http://"+u.gateway+"/", nil)
+	req.Host = "prog.default.localhost"
+	req.Header.Set("X-Infera-Progress", "sse")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" ||
+		!strings.HasPrefix(string(b), ": infera cold-start phase=") || !strings.Contains(string(b), "prog-00001") {
+		t.Fatalf("%d %q\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 }

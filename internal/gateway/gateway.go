@@ -62,6 +62,9 @@ var (
 type Config struct {
 	QueueDepth   int   // activator queue per revision; default DefaultQueueDepth
 	MaxBodyBytes int64 // 0 = unlimited; a larger request body gets 413
+	// ColdStartProgress says where a revision's cold start is ("phase=image pulling ...: 12 MiB
+	// of 40 MiB"), for held requests that ask with X-Infera-Progress: sse; nil: none is sent.
+	ColdStartProgress func(id workload.RevisionID) string
 	// Clock is the gateway's one time source: arrival and latency times, the statistics'
 	// buckets, idle time, and the timers of the request timeouts. Default clock.Real.
 	Clock  clock.Clock

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -40,9 +41,12 @@ type call struct {
 	body   *retryBody
 
 	mu      sync.Mutex
-	started bool        // response headers are out (to the client)
-	idle    clock.Timer // the idle timeout's current timer; onIdleTimeout arms the next one
-	idleOff bool        // the idle timeout is off for good (request over, websocket): no re-arming
+	started bool // response headers are out (to the client)
+	// progressed: the response started as an event stream of cold-start comments
+	// (X-Infera-Progress: sse); the replica's stream follows without its headers.
+	progressed bool
+	idle       clock.Timer // the idle timeout's current timer; onIdleTimeout arms the next one
+	idleOff    bool        // the idle timeout is off for good (request over, websocket): no re-arming
 
 	last atomic.Int64 // Config.Clock time of the last write to the client, in Unix ns; 0: none yet
 
@@ -168,6 +172,9 @@ func (c *call) serve() {
 	}
 	if c.r.Body != nil && c.r.Body != http.NoBody {
 		c.body = &retryBody{rc: c.r.Body}
+	}
+	if strings.EqualFold(c.r.Header.Get(ProgressHeader), "sse") && c.g.cfg.ColdStartProgress != nil {
+		c.waiter.progress = c.sendProgress
 	}
 	for {
 		ep, err := c.rev.acquire(ctx, &c.waiter)
@@ -295,10 +302,22 @@ func (c *call) forward(ep *endpoint) (retry bool) {
 	}
 
 	h := c.w.Header()
-	copyHeader(h, res.Header)
-	removeHopByHop(h, false)
-	if !c.start(res.StatusCode) {
-		return false
+	c.mu.Lock()
+	progressed := c.progressed
+	c.mu.Unlock()
+	if progressed {
+		// The client has had 200 and an event stream; the replica's own answer follows.
+		if res.StatusCode != http.StatusOK {
+			n, _ := fmt.Fprintf(c.w, ": infera replica answered %d\n\n", res.StatusCode)
+			c.size += int64(n)
+		}
+		res.ContentLength = -1 // a stream from here on
+	} else {
+		copyHeader(h, res.Header)
+		removeHopByHop(h, false)
+		if !c.start(res.StatusCode) {
+			return false
+		}
 	}
 	flusher, _ := c.w.(http.Flusher)
 	// A response of unknown length (SSE, chunked) is a stream: its headers go out at once and
@@ -365,9 +384,15 @@ func (c *call) fail(err error) {
 		return
 	}
 	c.mu.Lock()
-	started := c.started
+	started, progressed := c.started, c.progressed
 	c.started = true
 	c.mu.Unlock()
+	if progressed {
+		// An event stream of cold-start comments: the failure is one more comment.
+		n, _ := fmt.Fprintf(c.w, ": infera error %s\n\n", err)
+		c.size += int64(n)
+		return
+	}
 	if started {
 		if err == ErrRequestTimeout {
 			// Knative's timeout handler writes its body after what was sent and ends.
@@ -591,4 +616,34 @@ func jsonString(s string) string {
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// ProgressHeader on a request asks for its cold start as it happens: with "sse", while the
+// request is held the gateway answers 200 with an event stream of comment lines (": infera
+// cold-start phase=... ..."), then the replica's own stream. OpenAI clients skip comments.
+const ProgressHeader = "X-Infera-Progress"
+
+// ProgressEvery is how often a held request with ProgressHeader hears of its cold start.
+const ProgressEvery = time.Second
+
+// sendProgress writes one cold-start comment to a held request, starting its event stream.
+func (c *call) sendProgress() {
+	msg := c.g.cfg.ColdStartProgress(c.rev.id)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx.Err() != nil || (c.started && !c.progressed) {
+		return
+	}
+	if !c.started {
+		h := c.w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		c.w.WriteHeader(http.StatusOK)
+		c.started, c.progressed, c.code = true, true, http.StatusOK
+	}
+	n, _ := fmt.Fprintf(c.w, ": infera cold-start %s\n\n", strings.ReplaceAll(msg, "\n", " "))
+	c.size += int64(n)
+	if f, ok := c.w.(http.Flusher); ok {
+		f.Flush()
+	}
 }

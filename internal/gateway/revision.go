@@ -29,6 +29,9 @@ type waiter struct {
 	viaActivator bool
 	// held: it waited in the activator queue while the revision had no ready replica.
 	held bool
+	// progress, when set, is called every ProgressEvery while the request waits for a slot
+	// (X-Infera-Progress: sse).
+	progress func()
 }
 
 func (w *waiter) excludes(ep *endpoint) bool {
@@ -331,10 +334,23 @@ func (r *revision) acquire(ctx context.Context, w *waiter) (*endpoint, error) {
 	if demand {
 		r.g.demand(r.id)
 	}
-	select {
-	case gr := <-w.ch:
-		return gr.ep, gr.err
-	case <-ctx.Done():
+	var tick <-chan time.Time
+	if w.progress != nil {
+		t := r.g.clock.NewTicker(ProgressEvery)
+		defer t.Stop()
+		tick = t.C()
+		w.progress() // at once: the client knows it is held
+	}
+wait:
+	for {
+		select {
+		case gr := <-w.ch:
+			return gr.ep, gr.err
+		case <-tick:
+			w.progress()
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	r.mu.Lock()
 	if w.on != nil {

@@ -62,3 +62,34 @@ func (a supervisorAdapter) Logs(replica string) (io.ReadCloser, error) { return 
 func replicaTimes(st supervisor.ReplicaStatus) coldstart.Replica {
 	return coldstart.Replica{Revision: st.Revision, Name: st.Name, Created: st.Created, ImageReady: st.ImageReady, Started: st.Started, Ready: st.ReadySince}
 }
+
+// coldStartProgress says where a revision's cold start is, for a held request that asked to
+// see it: the phase (as infera_cold_start_seconds names it) and what it waits for.
+func coldStartProgress(id workload.RevisionID, revs []adminapi.RevisionView, reps []supervisor.ReplicaStatus) string {
+	for _, r := range revs {
+		if workload.NewRevisionID(r.Namespace, r.Name) == id && r.State == adminapi.StatePending && r.Reason != "Unschedulable" {
+			return "phase=dataset " + r.Message
+		}
+	}
+	best := "phase=placement no replica yet"
+	for _, r := range reps {
+		if r.Revision != id {
+			continue
+		}
+		switch {
+		case r.State == supervisor.Pending:
+			best = "phase=placement " + r.Message
+		case r.Progress != "":
+			return "phase=image " + r.Progress
+		case r.State == supervisor.Ready:
+			return "phase=first_byte replica " + r.Name + " ready"
+		case r.PID > 0:
+			return "phase=readiness replica " + r.Name + " started, waiting for its readiness probe"
+		case r.State == supervisor.CrashLoopBackOff || r.State == supervisor.ImagePullBackOff:
+			best = "phase=process_start " + string(r.State) + ": " + r.LastExit
+		default:
+			best = "phase=process_start replica " + r.Name + " starting"
+		}
+	}
+	return best
+}

@@ -176,8 +176,11 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 		Logger:       log.With("component", "gateway"),
 		OnDemand:     func(id workload.RevisionID) { ctrl.Poke(id); sup.Demand(id) },
 		OnFirstByte:  cold.FirstByte,
-		RequestLog:   requestLog,
-		Registerer:   reg,
+		ColdStartProgress: func(id workload.RevisionID) string {
+			return coldStartProgress(id, ctrl.Revisions(), sup.Replicas())
+		},
+		RequestLog: requestLog,
+		Registerer: reg,
 	})
 	gpus, err := openGPUs(cfg, log)
 	if err != nil {
