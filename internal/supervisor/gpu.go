@@ -207,19 +207,26 @@ func (r *replica) placeGPUs(req placement.Request) bool {
 		s.changed(r.rev.ID)
 		// Memory given back wakes it at once; a holder going idle (its request ended) is seen
 		// on the next look.
-		retry, stop := timer(s.clock, placeRetry)
-		select {
-		case <-freed:
-		case <-retry:
-		case <-r.stopCh:
-			stop()
-			return false
-		case <-s.forceCtx.Done():
-			stop()
+		if !r.waitPlacement(freed, placeRetry) {
 			return false
 		}
-		stop()
 	}
+}
+
+// waitPlacement waits for a look again at placing a Pending replica: GPU memory given back
+// (freed closed) or wait passed. It reports false when the replica is stopped first.
+func (r *replica) waitPlacement(freed <-chan struct{}, wait time.Duration) bool {
+	retry, stop := timer(r.s.clock, wait)
+	defer stop()
+	select {
+	case <-freed:
+	case <-retry:
+	case <-r.stopCh:
+		return false
+	case <-r.s.forceCtx.Done():
+		return false
+	}
+	return true
 }
 
 // placeRetry is how often a replica waiting for a GPU looks again for idle replicas to take

@@ -416,13 +416,16 @@ const (
 	wNOWAIT = 0x01000000 // WNOWAIT
 )
 
-// groupMembers lists the pids whose process group is pgid, from /proc.
-func groupMembers(pgid int) []int {
+// procEntry is one process of /proc/<pid>/stat: its parent and process group.
+type procEntry struct{ pid, ppid, pgrp int }
+
+// processes lists every process on this machine, from /proc.
+func processes() []procEntry {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	var out []int
+	var out []procEntry
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -438,40 +441,34 @@ func groupMembers(pgid int) []int {
 			continue
 		}
 		f := strings.Fields(string(b[i+1:]))
-		if len(f) >= 3 && f[2] == strconv.Itoa(pgid) {
-			out = append(out, pid)
+		if len(f) < 3 {
+			continue
+		}
+		ppid, err1 := strconv.Atoi(f[1])
+		pgrp, err2 := strconv.Atoi(f[2])
+		if err1 == nil && err2 == nil {
+			out = append(out, procEntry{pid, ppid, pgrp})
 		}
 	}
 	return out
 }
 
-// childrenByParent maps each pid on this machine to its children's, from /proc.
-func childrenByParent() map[int][]int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
+// groupMembers lists the pids whose process group is pgid.
+func groupMembers(pgid int) []int {
+	var out []int
+	for _, p := range processes() {
+		if p.pgrp == pgid {
+			out = append(out, p.pid)
+		}
 	}
+	return out
+}
+
+// childrenByParent maps each pid on this machine to its children's.
+func childrenByParent() map[int][]int {
 	out := map[int][]int{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		if ppid, err := strconv.Atoi(f[1]); err == nil {
-			out[ppid] = append(out[ppid], pid)
-		}
+	for _, p := range processes() {
+		out[p.ppid] = append(out[p.ppid], p.pid)
 	}
 	return out
 }

@@ -95,18 +95,9 @@ func (r *replica) placeUnit(policy *ack.ResourcePolicySpec, key string, pools []
 		r.rs.unschedulable = err.Error()
 		s.mu.Unlock()
 		s.changed(r.rev.ID)
-		retry, stop := timer(s.clock, wait)
-		select {
-		case <-freed:
-		case <-retry:
-		case <-r.stopCh:
-			stop()
-			return false
-		case <-s.forceCtx.Done():
-			stop()
+		if !r.waitPlacement(freed, wait) {
 			return false
 		}
-		stop()
 	}
 }
 
