@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"reflect"
+	"sigs.k8s.io/yaml"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -158,6 +161,7 @@ func readInput(name string, files []string, stdio IO) ([]manifest.Source, error)
 
 func newGet(stdio IO) *cobra.Command {
 	var admin, output string
+	var watch bool
 	cmd := &cobra.Command{
 		Use:       "get services|revisions|replicas|datasets|dataloads|imagecaches|gpus",
 		Short:     "List services, revisions, replicas, datasets, dataloads, imagecaches or gpus of a running infera up",
@@ -168,51 +172,136 @@ func newGet(stdio IO) *cobra.Command {
 				return err
 			}
 			c := newClient(admin)
-			var v any
-			var err error
+			var list func(context.Context) (any, error)
 			switch strings.TrimSuffix(args[0], "s") {
 			case "service", "ksvc":
-				v, err = c.Services(cmd.Context())
+				list = lister(c.Services)
 			case "revision":
-				v, err = c.Revisions(cmd.Context())
+				list = lister(c.Revisions)
 			case "replica":
-				v, err = c.Replicas(cmd.Context())
+				list = lister(c.Replicas)
 			case "dataset":
-				v, err = c.Datasets(cmd.Context())
+				list = lister(c.Datasets)
 			case "dataload":
-				v, err = c.DataLoads(cmd.Context())
+				list = lister(c.DataLoads)
 			case "imagecache":
-				v, err = c.ImageCaches(cmd.Context())
+				list = lister(c.ImageCaches)
 			case "gpu":
-				v, err = c.GPUs(cmd.Context())
+				list = lister(c.GPUs)
 			default:
 				return fail(ExitUsage, "get: unknown resource %q: use services, revisions, replicas, datasets, dataloads, imagecaches or gpus", args[0])
 			}
+			v, err := list(cmd.Context())
 			if err != nil {
 				return clientError("get", err)
 			}
-			return printOutput(stdio.Out, output, v, printTable)
+			if !watch {
+				return printOutput(stdio.Out, output, v, printTable)
+			}
+			return watchList(cmd.Context(), stdio.Out, output, v, list)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "json for the full objects")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "json or yaml for the full objects")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "after the list, print rows again as they change (every 2 s), until interrupted")
 	adminFlag(cmd, &admin)
 	return cmd
 }
 
-// checkOutput refuses an -o other than json (or none).
+func lister[T any](f func(context.Context) (T, error)) func(context.Context) (any, error) {
+	return func(ctx context.Context) (any, error) { return f(ctx) }
+}
+
+// watchEvery is how often get -w looks again.
+var watchEvery = 2 * time.Second
+
+// watchList is get -w: the list as get prints it, then, as kubectl does, only the rows of
+// the objects that changed or appeared (for -o json|yaml, each changed list whole), until ctx
+// ends. A call that fails is said once and retried.
+func watchList(ctx context.Context, w io.Writer, output string, first any, list func(context.Context) (any, error)) error {
+	if err := printOutput(w, output, first, printTable); err != nil {
+		return err
+	}
+	last := elements(first)
+	t := time.NewTicker(watchEvery)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		v, err := list(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !failing {
+				fmt.Fprintf(w, "get -w: %v (retrying)\n", err)
+			}
+			failing = true
+			continue
+		}
+		failing = false
+		cur := elements(v)
+		if slices.Equal(cur, last) {
+			continue
+		}
+		if output != "" {
+			if err := printOutput(w, output, v, printTable); err != nil {
+				return err
+			}
+		} else {
+			// One row per object, in order: print the rows of the objects not seen before.
+			var b strings.Builder
+			printTable(&b, v)
+			rows := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")[1:]
+			for i, e := range cur {
+				if !slices.Contains(last, e) && i < len(rows) {
+					fmt.Fprintln(w, rows[i])
+				}
+			}
+		}
+		last = cur
+	}
+}
+
+// elements is a list's objects, each as its JSON: what -w compares.
+func elements(v any) []string {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Slice {
+		return nil
+	}
+	out := make([]string, rv.Len())
+	for i := range out {
+		b, _ := json.Marshal(rv.Index(i).Interface())
+		out[i] = string(b)
+	}
+	return out
+}
+
+// checkOutput refuses an -o other than json or yaml (or none).
 func checkOutput(name, output string) error {
-	if output != "" && output != "json" {
-		return fail(ExitUsage, "%s: -o %q: must be json or empty", name, output)
+	if output != "" && output != "json" && output != "yaml" {
+		return fail(ExitUsage, "%s: -o %q: must be json, yaml or empty", name, output)
 	}
 	return nil
 }
 
 // printOutput writes v as indented JSON for -o json, else as table prints it.
 func printOutput[T any](w io.Writer, output string, v T, table func(io.Writer, T)) error {
-	if output == "json" {
+	switch output {
+	case "json":
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
+	case "yaml":
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
 	}
 	table(w, v)
 	return nil
@@ -340,7 +429,7 @@ func newDescribe(stdio IO) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", manifest.DefaultNamespace, "namespace")
-	cmd.Flags().StringVarP(&output, "output", "o", "", "json for the full object")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "json or yaml for the full object")
 	adminFlag(cmd, &admin)
 	return cmd
 }
