@@ -106,3 +106,22 @@ data:
 		return strings.Contains(u.out.String(), "REQ GET logged.default.localhost 200 logged-00001 logged"), ""
 	})
 }
+
+// TestRequestLogAppliedLive: config-observability applied to a running up changes the request
+// log without a restart: on, then a new template.
+func TestRequestLogAppliedLive(t *testing.T) {
+	u := startUp(t, appService("live", nil, nil, "", ""))
+	u.waitReady("live")
+	cm := func(tmpl string) string {
+		return "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config-observability\n  namespace: knative-serving\ndata:\n" +
+			"  logging.enable-request-log: \"true\"\n  logging.request-log-template: '" + tmpl + "'\n"
+	}
+	for _, tmpl := range []string{"LIVE1 {{.Revision.Name}} {{.Response.Code}}", "LIVE2 {{.Request.Method}} {{.Revision.Name}}"} {
+		u.apply(t, cm(tmpl))
+		want := strings.NewReplacer("{{.Revision.Name}}", "live-00001", "{{.Response.Code}}", "200", "{{.Request.Method}}", "GET").Replace(tmpl)
+		eventually(t, 10*time.Second, "a line from "+tmpl, func() (bool, string) {
+			u.get(t, "live.default.localhost", "/")
+			return strings.Contains(u.out.String(), want), ""
+		})
+	}
+}

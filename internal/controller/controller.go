@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/infera-dev/infera/internal/ack"
+	"github.com/infera-dev/infera/internal/manifest"
 	"github.com/infera-dev/infera/internal/placement"
 	"io"
 	"log/slog"
@@ -89,8 +90,11 @@ type Config struct {
 	// ImageCaches pre-pulls ImageCaches' images through the container engine; nil: no engine,
 	// and the ImageCaches applied show why they do nothing.
 	ImageCaches ImageCaches
-	Logger      *slog.Logger
-	Clock       clock.Clock // nil: the real clock
+	// OnKnativeConfig is called from the reconcile loop with the knative-serving ConfigMaps
+	// whenever one of them changes (config-observability's request log, say); nil: nobody.
+	OnKnativeConfig func(*manifest.KnativeConfig)
+	Logger          *slog.Logger
+	Clock           clock.Clock // nil: the real clock
 }
 
 // resyncPeriod bounds how long a Pending revision waits for a change that no event signals,
@@ -107,8 +111,9 @@ type Controller struct {
 	clock   clock.Clock
 	scaling *scaling
 
-	datasets Datasets
-	images   ImageCaches
+	datasets  Datasets
+	images    ImageCaches
+	onKnative func(*manifest.KnativeConfig)
 
 	applyMu sync.Mutex // apply and delete: validate-then-store is atomic against each other
 	kick    chan struct{}
@@ -179,7 +184,7 @@ func New(cfg Config) *Controller {
 	}
 	c := clock.Or(cfg.Clock)
 	ctrl := &Controller{
-		store: cfg.Store, gw: cfg.Gateway, sup: cfg.Supervisor, datasets: cfg.Datasets, images: cfg.ImageCaches,
+		store: cfg.Store, gw: cfg.Gateway, sup: cfg.Supervisor, datasets: cfg.Datasets, images: cfg.ImageCaches, onKnative: cfg.OnKnativeConfig,
 		opts: cfg.Resolve, log: cfg.Logger, clock: c,
 		recheck:  make(chan struct{}, 1),
 		pins:     map[workload.RevisionID][]string{},
@@ -343,6 +348,9 @@ func (c *Controller) pass(ctx context.Context, ch changes, resync bool) error {
 		}
 		if err := c.scaling.setConfig(data); err != nil {
 			c.log.Error("config-autoscaler not applied", "err", err)
+		}
+		if c.onKnative != nil {
+			c.onKnative(c.state.knativeConfig())
 		}
 	}
 	if ch.any {

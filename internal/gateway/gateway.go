@@ -102,6 +102,8 @@ type Gateway struct {
 	h1 *http.Transport  // HTTP/1.1 to replicas
 	h2 *http2.Transport // HTTP/2 cleartext (prior knowledge) to "h2c" replicas
 
+	requestLog atomic.Pointer[RequestLogger] // Config.RequestLog, replaced by SetRequestLog
+
 	active  atomic.Int64 // requests inside ServeHTTP (held ones included)
 	drainMu sync.Mutex
 	drains  []chan struct{}
@@ -147,6 +149,7 @@ func New(cfg Config) *Gateway {
 	if cfg.Registerer != nil {
 		g.metrics = newMetrics(cfg.Registerer)
 	}
+	g.requestLog.Store(cfg.RequestLog)
 	return g
 }
 
@@ -212,6 +215,10 @@ func (g *Gateway) InFlight(id workload.RevisionID, replica string) int {
 	}
 	return r.inFlight(replica)
 }
+
+// SetRequestLog replaces the request log (nil: none), for config-observability applied while
+// up runs; requests that end from now on use it.
+func (g *Gateway) SetRequestLog(l *RequestLogger) { g.requestLog.Store(l) }
 
 // LastActive is when a replica's last request ended: zero while none has, or for an unknown
 // replica. The supervisor's GPU hand-off stops the least recently used idle replica first.

@@ -135,7 +135,7 @@ func (c *call) finish(start time.Time) {
 	if c.rev != nil && !isProbe(c.r) {
 		c.mx.observe(c.code, latency, c.viaActivator)
 	}
-	l := c.g.cfg.RequestLog
+	l := c.g.requestLog.Load()
 	if l == nil {
 		return
 	}

@@ -246,8 +246,17 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 		Datasets:    cache,
 		ColdStarts:  cold,
 		ImageCaches: imageCachesOf(images),
-		Logger:      log.With("component", "controller"),
-		Clock:       clk,
+		// config-observability read live: a changed request log applies without a restart.
+		OnKnativeConfig: func(kc *manifest.KnativeConfig) {
+			l, err := requestLoggerOf(kc, os.Stdout, log)
+			if err != nil {
+				log.Error("config-observability: request log not changed", "err", err)
+				return
+			}
+			gw.SetRequestLog(l)
+		},
+		Logger: log.With("component", "controller"),
+		Clock:  clk,
 	})
 	reg.MustRegister(ctrl.Collector())
 
@@ -378,7 +387,11 @@ func prepareQuickstart(stateDir string, out io.Writer) ([]manifest.Source, error
 // requestLogger builds Knative's request log from config-observability (input over stored).
 func requestLogger(applied []*manifest.Document, sources []manifest.Source, w io.Writer, log *slog.Logger) (*gateway.RequestLogger, error) {
 	set := manifest.Load(context.Background(), sources, manifest.Options{Applied: applied})
-	kc := set.Knative
+	return requestLoggerOf(set.Knative, w, log)
+}
+
+// requestLoggerOf is the request log config-observability asks for; nil when it is off.
+func requestLoggerOf(kc *manifest.KnativeConfig, w io.Writer, log *slog.Logger) (*gateway.RequestLogger, error) {
 	if kc == nil || kc.Observability == nil || !kc.Observability.EnableRequestLog {
 		return nil, nil
 	}
