@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/infera-dev/infera/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -76,38 +77,15 @@ func writeState(dir string, f stateFile) error {
 	if err != nil {
 		return fmt.Errorf("imagecache: encode state: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, stateName+".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(dir, stateName, b); err != nil {
 		return fmt.Errorf("imagecache: write state: %w", err)
-	}
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, stateName))
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-		return fmt.Errorf("imagecache: write state: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("imagecache: write state: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("imagecache: write state: sync %s: %w", dir, err)
 	}
 	return nil
 }
 
 // removeTemps removes temporary state files an interrupted write left.
 func removeTemps(dir string) {
-	tmps, _ := filepath.Glob(filepath.Join(dir, stateName+".tmp-*"))
+	tmps, _ := filepath.Glob(atomicfile.TempPattern(dir, stateName))
 	for _, p := range tmps {
 		_ = os.Remove(p)
 	}

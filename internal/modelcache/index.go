@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/infera-dev/infera/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path"
@@ -170,32 +171,8 @@ func writeIndex(root string, entries []*indexEntry) error {
 	if err != nil {
 		return fmt.Errorf("modelcache: encode index: %w", err)
 	}
-	final := filepath.Join(root, indexName)
-	tmp, err := os.CreateTemp(root, indexName+".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(root, indexName, b); err != nil {
 		return fmt.Errorf("modelcache: write index: %w", err)
-	}
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), final)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-		return fmt.Errorf("modelcache: write index: %w", err)
-	}
-	d, err := os.Open(root)
-	if err != nil {
-		return fmt.Errorf("modelcache: write index: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("modelcache: write index: sync %s: %w", root, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/infera-dev/infera/internal/atomicfile"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -256,7 +257,7 @@ func NewManager(cfg Config) (*Manager, error) {
 // removeLeftovers removes what an interrupted run left: temporary index files and directories
 // being removed.
 func (m *Manager) removeLeftovers() {
-	tmps, _ := filepath.Glob(filepath.Join(m.cfg.Root, indexName+".tmp-*"))
+	tmps, _ := filepath.Glob(atomicfile.TempPattern(m.cfg.Root, indexName))
 	dirs := map[string]bool{}
 	for _, e := range m.index {
 		dirs[filepath.Join(e.LevelDir, e.Namespace)] = true
