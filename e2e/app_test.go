@@ -99,39 +99,12 @@ func runApp() {
 // appService is a Service manifest running the app. annotations are template annotations;
 // extra is appended to the container (indented 10 spaces); specExtra to the revision spec.
 func appService(name string, annotations map[string]string, env map[string]string, specExtra, containerExtra string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, `apiVersion: serving.knative.dev/v1
-kind: Service
-metadata:
-  name: %s
-  namespace: default
-spec:
-  template:
-    metadata:
-      annotations:
-        autoscaling.knative.dev/window: "6s"
-`, name)
-	for k, v := range annotations {
-		fmt.Fprintf(&b, "        %s: %q\n", k, v)
-	}
-	b.WriteString("    spec:\n")
-	if specExtra != "" {
-		b.WriteString(indent(specExtra, 6))
-	}
-	fmt.Fprintf(&b, `      containers:
-        - image: e2e-app
-          command: [%q]
-          env:
-            - name: %s
-              value: "1"
-`, appBin, appEnv)
+	var c strings.Builder
+	fmt.Fprintf(&c, "command: [%q]\nenv:\n  - name: %s\n    value: \"1\"\n", appBin, appEnv)
 	for k, v := range env {
-		fmt.Fprintf(&b, "            - name: %s\n              value: %q\n", k, v)
+		fmt.Fprintf(&c, "  - name: %s\n    value: %q\n", k, v)
 	}
-	if containerExtra != "" {
-		b.WriteString(indent(containerExtra, 10))
-	}
-	return b.String()
+	return imageService(name, "e2e-app", annotations, specExtra, c.String()+containerExtra)
 }
 
 func indent(s string, n int) string {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infera-dev/infera/internal/modelserver"
 	"github.com/infera-dev/infera/internal/testutil"
 )
 
@@ -67,20 +66,7 @@ func TestArticleServicesAsImages(t *testing.T) {
 // bound into the container by the model cache (a lazy FUSE mount while it streams in).
 func TestArticleFluidModelCacheAsImage(t *testing.T) {
 	cli := testutil.Docker(t)
-	s3 := testutil.StartS3(t)
-	s3.MakeBucket("my-bucket")
-	model := t.TempDir()
-	if _, err := modelserver.Init(model, modelserver.InitOptions{Size: 8 << 20, Name: "sd"}); err != nil {
-		t.Fatal(err)
-	}
-	entries, _ := os.ReadDir(model)
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(model, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s3.Put("my-bucket", "models/sd/"+e.Name(), b)
-	}
+	s3, _ := articleModelStore(t)
 	reg := testutil.StartRegistry(t, testutil.RegistryOptions{})
 	ref := reg.Addr() + "/ai/stable-diffusion:v1"
 	testutil.PushImage(t, ref, testutil.BuildImage(t, inferaImage(t, "/data/models/models/sd")))

@@ -35,8 +35,9 @@ func httpappBin(t testing.TB) string {
 	return httpappPath
 }
 
-// imageService is a Service running image with no command; extra lines go under the
-// container (indented there), specExtra under the revision spec, annotations on the template.
+// imageService is a Service running image (with no command unless containerExtra gives one);
+// containerExtra goes under the container (indented there), specExtra under the revision
+// spec, annotations on the template (beside the 6 s window every e2e Service has).
 func imageService(name, image string, annotations map[string]string, specExtra, containerExtra string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `apiVersion: serving.knative.dev/v1

@@ -54,11 +54,10 @@ data:
 `
 }
 
-// TestArticleFluidModelCache runs the article's Fluid example end to end against a real S3
-// server (versitygw on loopback): the revision is Pending on its Dataset while the model is
-// fetched, then serves it from the cache; a restart of infera up with the S3 server stopped
-// still serves it (a cache hit), and the keys appear nowhere.
-func TestArticleFluidModelCache(t *testing.T) {
+// articleModelStore is a real S3 server holding the article's bucket with an 8 MiB synthetic
+// model "sd" under models/sd/, where the article's Dataset and Service expect it.
+func articleModelStore(t testing.TB) (*testutil.S3Server, modelserver.Info) {
+	t.Helper()
 	s3 := testutil.StartS3(t)
 	s3.MakeBucket("my-bucket")
 	model := t.TempDir()
@@ -74,6 +73,15 @@ func TestArticleFluidModelCache(t *testing.T) {
 		}
 		s3.Put("my-bucket", "models/sd/"+e.Name(), b)
 	}
+	return s3, info
+}
+
+// TestArticleFluidModelCache runs the article's Fluid example end to end against a real S3
+// server (versitygw on loopback): the revision is Pending on its Dataset while the model is
+// fetched, then serves it from the cache; a restart of infera up with the S3 server stopped
+// still serves it (a cache hit), and the keys appear nowhere.
+func TestArticleFluidModelCache(t *testing.T) {
+	s3, info := articleModelStore(t)
 
 	state, cacheDir := t.TempDir(), t.TempDir()
 	manifests := articleFluidExample(t, s3, cacheDir)
